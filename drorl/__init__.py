@@ -1,0 +1,3 @@
+"""drorl: distributionally robust and pessimistic reinforcement learning from fixed data."""
+
+__version__ = "0.1.0"
