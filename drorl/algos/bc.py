@@ -1,0 +1,114 @@
+"""Behaviour cloning.
+
+Deterministic tanh policy trained with the mean squared error (default), or a tanh-Gaussian policy
+trained with the negative log-likelihood. Defaults follow DR-BC's published BC baseline
+(256-256 ReLU, batch 256, Adam 1e-4 decayed by 0.9 every 10k steps, standardised states) so that
+BC, DR-BC and BE-DROIL differ only in how they weight the loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from drorl.algos.base import Scaler, Spec, adam_with_step_decay
+from drorl.nn.policies import (DeterministicPolicy, TanhGaussianPolicy, tanh_gaussian_log_prob,
+                               tanh_gaussian_sample)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """BC hyper-parameters.
+
+    Attributes:
+        policy: "deterministic" (tanh MLP, MSE loss) or "gaussian" (tanh-Gaussian, NLL loss).
+        hidden_dims: widths of the policy's hidden layers.
+        lr: Adam learning rate.
+        lr_decay: factor applied to the learning rate every ``lr_decay_every`` steps (1.0: constant).
+        lr_decay_every: steps between learning-rate decays.
+        batch_size: transitions per update.
+    """
+
+    policy: Literal["deterministic", "gaussian"] = "deterministic"
+    hidden_dims: tuple[int, ...] = (256, 256)
+    lr: float = 1e-4
+    lr_decay: float = 0.9
+    lr_decay_every: int = 10_000
+    batch_size: int = 256
+
+
+@flax.struct.dataclass
+class State:
+    params: Any
+    opt_state: Any
+    scaler: Scaler
+    step: jnp.ndarray
+    config: Config = flax.struct.field(pytree_node=False)
+    act_dim: int = flax.struct.field(pytree_node=False)
+
+
+def policy_network(config: Config, act_dim: int) -> DeterministicPolicy | TanhGaussianPolicy:
+    cls = DeterministicPolicy if config.policy == "deterministic" else TanhGaussianPolicy
+    return cls(config.hidden_dims, act_dim)
+
+
+def optimizer(config: Config) -> optax.GradientTransformation:
+    return adam_with_step_decay(config.lr, config.lr_decay, config.lr_decay_every)
+
+
+def init(config: Config, spec: Spec, key: jax.Array) -> State:
+    net = policy_network(config, spec.act_dim)
+    params = net.init(key, jnp.zeros((1, spec.obs_dim), jnp.float32))
+    return State(params=params, opt_state=optimizer(config).init(params), scaler=Scaler.from_spec(spec),
+                 step=jnp.zeros((), jnp.int32), config=config, act_dim=spec.act_dim)
+
+
+def per_sample_imitation_loss(config: Config, act_dim: int, params: Any, obs: jnp.ndarray,
+                              unit_actions: jnp.ndarray) -> jnp.ndarray:
+    """l_pi(s, a) per sample: ||pi(s) - a||^2 / |A| (deterministic) or -log pi(a|s) (Gaussian).
+
+    ``obs`` are standardised and ``unit_actions`` lie in [-1, 1]^A. Shared with DR-BC and BE-DROIL,
+    whose losses are weightings of this one.
+    """
+    net = policy_network(config, act_dim)
+    if config.policy == "deterministic":
+        return jnp.mean((net.apply(params, obs) - unit_actions) ** 2, axis=-1)
+    mean, log_std = net.apply(params, obs)
+    return -tanh_gaussian_log_prob(mean, log_std, unit_actions)
+
+
+def bc_loss(per_sample_loss: jnp.ndarray) -> jnp.ndarray:
+    """L(pi) = E_D[ l_pi(s, a) ]: the unweighted imitation loss."""
+    return jnp.mean(per_sample_loss)
+
+
+def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
+    del key  # BC's update is deterministic given the batch.
+    obs = state.scaler.observation(batch["observations"])
+    target = state.scaler.to_unit_action(batch["actions"])
+
+    def loss_fn(params):
+        losses = per_sample_imitation_loss(state.config, state.act_dim, params, obs, target)
+        return bc_loss(losses), losses
+
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer(state.config).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+
+def act(state: State, obs: jnp.ndarray, key: jax.Array, deterministic: bool = True) -> jnp.ndarray:
+    net = policy_network(state.config, state.act_dim)
+    x = state.scaler.observation(obs)
+    if state.config.policy == "deterministic":
+        unit = net.apply(state.params, x)
+    else:
+        mean, log_std = net.apply(state.params, x)
+        unit = jnp.tanh(mean) if deterministic else tanh_gaussian_sample(mean, log_std, key)
+    return state.scaler.from_unit_action(unit)

@@ -1,0 +1,53 @@
+"""Checkpoints: Flax msgpack of state pytrees (never pickle), written atomically, latest kept."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import flax.serialization
+import jax
+import numpy as np
+
+from drorl.errors import DrorlError
+from drorl.io_utils import write_bytes_atomic
+
+_NAME = re.compile(r"^step_(\d+)\.msgpack$")
+
+
+def save(directory: str | Path, step: int, tree: Any, keep: int = 2) -> Path:
+    """Write ``tree`` as ``step_<step>.msgpack`` (atomically) and keep the ``keep`` newest files."""
+    directory = Path(directory)
+    state_dict = flax.serialization.to_state_dict(jax.device_get(tree))
+    payload = flax.serialization.msgpack_serialize({"step": step, "tree": state_dict})
+    path = directory / f"step_{step:09d}.msgpack"
+    write_bytes_atomic(path, payload)
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink()
+    return path
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest(directory: str | Path) -> Path | None:
+    paths = list_checkpoints(directory)
+    return paths[-1] if paths else None
+
+
+def load(path: str | Path, target: Any) -> tuple[int, Any]:
+    """Restore a checkpoint into the structure of ``target``; returns (step, tree)."""
+    path = Path(path)
+    try:
+        raw = flax.serialization.msgpack_restore(path.read_bytes())
+        tree = flax.serialization.from_state_dict(target, raw["tree"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DrorlError(f"{path}: not a drorl checkpoint matching this run ({exc})") from None
+    tree = jax.tree_util.tree_map(lambda x: np.asarray(x), tree)
+    return int(raw["step"]), tree

@@ -1,0 +1,239 @@
+"""The ``drorl`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from drorl.errors import DrorlError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Distributionally robust and pessimistic RL from fixed data.")
+datasets_app = typer.Typer(no_args_is_help=True, help="Generate, inspect, import and export offline datasets.")
+app.add_typer(datasets_app, name="datasets")
+console = Console()
+
+
+def _parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise DrorlError(f"--seeds {text}: expected comma-separated integers such as 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise DrorlError(f"--seeds {text}: expected distinct integers such as 0,1,2")
+    return seeds
+
+
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise DrorlError(f"--set {item}: expected key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+@datasets_app.command("generate")
+def datasets_generate(
+    task: str = typer.Argument(..., help="hopper, halfcheetah, walker2d, ant or inverted-pendulum."),
+    kind: str = typer.Argument(..., help="random, expert, expert-demos (medium, medium-replay, medium-expert, "
+                                         "mixed need the behaviour-policy zoo)."),
+    transitions: Optional[int] = typer.Option(None, help="Rows to collect (default 1,000,000)."),
+    episodes: Optional[int] = typer.Option(None, help="Whole episodes, for expert-demos (default 10)."),
+    seed: int = typer.Option(0, help="Seed of the environments and the behaviour policy's noise."),
+    out: Optional[Path] = typer.Option(None, help="Output HDF5 file (default $DRORL_DATA/TASK-KIND.hdf5)."),
+):
+    """Roll out a behaviour policy and write a D4RL-layout HDF5 file."""
+    from drorl.data.generate import generate
+    from drorl.data.hdf5 import write_hdf5
+    from drorl.data.registry import dataset_path
+    from drorl.envs import get_task
+
+    if transitions is not None and transitions <= 0:
+        raise DrorlError(f"--transitions {transitions}: expected a positive number")
+    info = get_task(task)
+    dataset = generate(info.name, kind, transitions=transitions, episodes=episodes, seed=seed)
+    path = write_hdf5(dataset, out or dataset_path(f"{info.name}-{kind}"))
+    console.print(f"wrote {path} ({len(dataset):,} transitions, {dataset.num_episodes} episodes)")
+
+
+@datasets_app.command("list")
+def datasets_list():
+    """List the datasets under $DRORL_DATA."""
+    from drorl.data.registry import data_dir, list_datasets
+
+    table = Table(title=f"datasets in {data_dir()}")
+    for col in ("name", "size (MB)"):
+        table.add_column(col)
+    for path in list_datasets():
+        table.add_row(path.stem, f"{path.stat().st_size / 1e6:.1f}")
+    console.print(table)
+
+
+@datasets_app.command("info")
+def datasets_info(id_or_path: str = typer.Argument(..., help="A dataset name (hopper-random) or an HDF5 path.")):
+    """Transitions, episodes, return statistics and metadata of a dataset."""
+    from drorl.data.registry import resolve
+
+    dataset, name, path = resolve(id_or_path, generate_missing=False)
+    table = Table(title=f"{name} ({path})")
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in dataset.summary().items():
+        table.add_row(key, f"{value:,.2f}" if isinstance(value, float) else f"{value:,}")
+    for key, value in sorted(dataset.metadata.items()):
+        table.add_row(f"meta: {key}", json.dumps(value) if not isinstance(value, str) else value)
+    console.print(table)
+
+
+@datasets_app.command("import-minari")
+def datasets_import_minari(
+    dataset_id: str = typer.Argument(..., help="A Minari dataset id present locally ($MINARI_DATASETS_PATH)."),
+    name: Optional[str] = typer.Option(None, help="Name to save it under in $DRORL_DATA (default: the id)."),
+    env: Optional[str] = typer.Option(None, help="drorl task the data belongs to, if Minari's env spec is absent."),
+):
+    """Convert a local Minari dataset into drorl's HDF5 layout (nothing is downloaded)."""
+    from drorl.data.hdf5 import write_hdf5
+    from drorl.data.minari_io import import_minari
+    from drorl.data.registry import dataset_path
+
+    dataset = import_minari(dataset_id, task=env)
+    path = write_hdf5(dataset, dataset_path(name or dataset_id.replace("/", "-")))
+    console.print(f"wrote {path} ({len(dataset):,} transitions, {dataset.num_episodes} episodes)")
+
+
+@datasets_app.command("export-minari")
+def datasets_export_minari(
+    id_or_path: str = typer.Argument(..., help="A drorl dataset name or HDF5 path."),
+    dataset_id: Optional[str] = typer.Option(None, "--minari-id",
+                                             help="Minari id to create (default drorl/TASK/KIND-v0)."),
+):
+    """Write a drorl dataset as a local Minari dataset."""
+    from drorl.data.minari_io import export_minari
+    from drorl.data.registry import resolve
+
+    dataset, _, _ = resolve(id_or_path, generate_missing=False)
+    created = export_minari(dataset, dataset_id)
+    console.print(f"created Minari dataset {created}")
+
+
+@app.command("train")
+def train_cmd(
+    algo: str = typer.Argument(..., help="Algorithm name (drorl train --help lists them below)."),
+    dataset: str = typer.Option(..., help="A dataset name (TASK-KIND, generated on first use) or an HDF5 path."),
+    env: Optional[str] = typer.Option(None, help="Task to evaluate on (default: the dataset's metadata)."),
+    steps: int = typer.Option(100_000, help="Gradient steps per seed."),
+    seeds: str = typer.Option("0", help="Comma-separated seeds, trained together under vmap."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default runs/ALGO-DATASET). An existing "
+                                                  "run there is resumed from its latest checkpoint."),
+    eval_every: int = typer.Option(0, help="Evaluate on the nominal task every N steps (0: off)."),
+    eval_episodes: int = typer.Option(5, help="Episodes per periodic evaluation."),
+    log_every: int = typer.Option(1000, help="Updates per compiled call; one metrics line per seed each."),
+    checkpoint_every: int = typer.Option(10_000, help="Steps between checkpoints (always one at the end)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field: --set lr=3e-4 (repeatable)."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Train an offline algorithm on a dataset, for several seeds at once."""
+    from drorl.runs import run_training
+
+    if steps <= 0 or log_every <= 0 or checkpoint_every <= 0 or eval_every < 0:
+        raise DrorlError("--steps, --log-every and --checkpoint-every must be positive, --eval-every >= 0")
+    run_dir = run_training(algo, dataset, env=env, steps=steps, seeds=_parse_seeds(seeds), out=out,
+                           eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
+                           checkpoint_every=checkpoint_every, overrides=_parse_sets(set_),
+                           progress=not quiet)
+    console.print(f"run written to {run_dir}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory written by drorl train."),
+    sweep: str = typer.Option("", help="Perturbation families, comma-separated: gravity, damping, stiffness, "
+                                       "actuator_range, frictionloss, mass, friction, action_noise."),
+    episodes: int = typer.Option(10, help="Episodes per seed and grid point."),
+    env: Optional[str] = typer.Option(None, help="Task (default: the run's)."),
+    seed: int = typer.Option(0, help="Seed of the evaluation episodes' initial states."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Evaluate a run on the nominal task and under perturbation sweeps; writes RUN_DIR/eval.json."""
+    from drorl.runs import evaluate_run
+
+    if episodes <= 0:
+        raise DrorlError(f"--episodes {episodes}: expected a positive number")
+    result = evaluate_run(run_dir, sweep, episodes=episodes, env=env, seed=seed, progress=not quiet)
+    print_eval_table(result)
+    console.print(f"wrote {Path(run_dir) / 'eval.json'}")
+
+
+def print_eval_table(result: dict, title: str | None = None) -> None:
+    table = Table(title=title or f"{result['env']}: return against perturbation ({result['episodes']} episodes)")
+    for col in ("family", "value", "return", "normalised"):
+        table.add_column(col, justify="right" if col != "family" else "left")
+    nominal = result["nominal"]
+    table.add_row("nominal", "-", f"{nominal['return_mean']:.1f} ± {nominal['return_std']:.1f}",
+                  f"{nominal['normalized_mean']:.1f}")
+    for family, points in result.get("sweeps", {}).items():
+        for point in points:
+            table.add_row(family, f"{point['value']:g}", f"{point['return_mean']:.1f} ± {point['return_std']:.1f}",
+                          f"{point['normalized_mean']:.1f}")
+        summary = result.get("summary", {}).get(family)
+        if summary:
+            table.add_row(f"{family} summary", "", f"auc {summary['auc']:.1f}", f"worst {summary['worst']:.1f}")
+    console.print(table)
+
+
+@app.command("plot")
+def plot_cmd(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories (their eval.json or metrics.jsonl)."),
+    out: Path = typer.Option(..., help="Output image (.png or .svg)."),
+):
+    """Robustness curves (from eval.json) or learning curves (from metrics.jsonl) of runs, on shared axes."""
+    from drorl.plot import plot_runs
+
+    console.print(f"wrote {plot_runs(run_dirs, out)}")
+
+
+@app.command("quickstart")
+def quickstart_cmd(
+    out: Path = typer.Option(Path("runs/quickstart"), help="Where to write the dataset, run, table and plot."),
+    steps: int = typer.Option(5000, help="BC gradient steps per seed."),
+    episodes: int = typer.Option(5, help="Evaluation episodes per grid point and seed."),
+):
+    """Generate expert demonstrations, train BC, evaluate under perturbation sweeps, print and plot (~5 min)."""
+    from drorl.quickstart import quickstart
+
+    quickstart(out, steps=steps, episodes=episodes)
+
+
+@app.command("algorithms")
+def algorithms_cmd():
+    """List the registered algorithms and their config fields."""
+    import dataclasses
+
+    from drorl import algos
+
+    for name in algos.names():
+        fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(algos.get(name).Config))
+        console.print(f"[bold]{name}[/bold]: {fields}")
+
+
+def main() -> None:
+    try:
+        app()
+    except DrorlError as exc:
+        print(f"drorl: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("drorl: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Named datasets under ``$DRORL_DATA`` (default ``~/.cache/drorl``), called ``TASK-KIND``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from drorl.data.dataset import Dataset
+from drorl.data.generate import ALL_KINDS, generate
+from drorl.data.hdf5 import read_hdf5, write_hdf5
+from drorl.envs.tasks import TASKS, get_task
+from drorl.errors import DrorlError
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("DRORL_DATA", Path.home() / ".cache" / "drorl"))
+
+
+def dataset_path(name: str) -> Path:
+    return data_dir() / f"{name}.hdf5"
+
+
+def parse_name(name: str) -> tuple[str, str] | None:
+    """``"inverted-pendulum-expert-demos"`` -> ("inverted-pendulum", "expert-demos"); None if not a name."""
+    for task in sorted(TASKS, key=len, reverse=True):
+        if name.startswith(task + "-") and name[len(task) + 1:] in ALL_KINDS:
+            return task, name[len(task) + 1:]
+    return None
+
+
+def list_datasets() -> list[Path]:
+    directory = data_dir()
+    return sorted(directory.glob("*.hdf5")) if directory.is_dir() else []
+
+
+def load(path: str | Path) -> Dataset:
+    """Read an HDF5 file, checking shapes against its task when the metadata names one."""
+    path = Path(path)
+    dataset = read_hdf5(path)
+    env = dataset.metadata.get("env")
+    if env:
+        info = get_task(env)
+        if dataset.obs_dim != info.obs_dim or dataset.act_dim != info.act_dim:
+            raise DrorlError(f"{path.name}: shapes (obs {dataset.obs_dim}, act {dataset.act_dim}) do not match "
+                             f"task {info.name} (obs {info.obs_dim}, act {info.act_dim})")
+    return dataset
+
+
+def resolve(id_or_path: str, generate_missing: bool = True, progress: bool = True) -> tuple[Dataset, str, Path]:
+    """A dataset by path or by name; a missing named dataset is generated (and saved) on first use."""
+    candidate = Path(id_or_path).expanduser()
+    if candidate.is_file():
+        return load(candidate), str(candidate), candidate
+    parsed = parse_name(id_or_path)
+    if parsed is None:
+        raise DrorlError(f"{id_or_path}: no such file, and not a dataset name TASK-KIND "
+                         f"(tasks: {', '.join(TASKS)}; kinds: {', '.join(ALL_KINDS)})")
+    path = dataset_path(id_or_path)
+    if path.is_file():
+        return load(path), id_or_path, path
+    if not generate_missing:
+        raise DrorlError(f"{id_or_path}: not generated yet (run `drorl datasets generate {parsed[0]} {parsed[1]}`)")
+    dataset = generate(parsed[0], parsed[1], progress=progress)
+    write_hdf5(dataset, path)
+    return dataset, id_or_path, path

@@ -1,0 +1,107 @@
+"""Figures from run directories: robustness curves (eval.json) or learning curves (metrics.jsonl)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from drorl.errors import DrorlError  # noqa: E402
+from drorl.io_utils import atomic_path  # noqa: E402
+
+
+def _label(run_dir: Path, record: dict) -> str:
+    algo = record.get("algorithm")
+    return f"{algo} ({run_dir.name})" if algo and algo not in run_dir.name else run_dir.name
+
+
+def _save(fig, out: Path) -> Path:
+    suffix = out.suffix.lower()
+    if suffix not in (".png", ".svg", ".pdf"):
+        raise DrorlError(f"--out {out}: expected a .png, .svg or .pdf file")
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=suffix[1:], dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def plot_robustness(evals: list[tuple[str, dict]], out: Path, title: str | None = None) -> Path:
+    """One panel per perturbation family: mean return over seeds against the perturbation value.
+
+    The band is the standard deviation of the per-seed mean returns; the dashed line is nominal.
+    """
+    families = list(dict.fromkeys(f for _, e in evals for f in e.get("sweeps", {})))
+    if not families:
+        families = ["nominal"]
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4), squeeze=False)
+    for ax, family in zip(axes[0], families):
+        for i, (label, result) in enumerate(evals):
+            color = f"C{i}"
+            if family == "nominal":
+                nominal = result["nominal"]
+                ax.bar(i, nominal["return_mean"], yerr=nominal["return_std"], color=color, label=label)
+                continue
+            points = result.get("sweeps", {}).get(family)
+            if not points:
+                continue
+            x = np.array([p["value"] for p in points])
+            per_seed = np.array([p["per_seed"] for p in points])
+            mean, std = per_seed.mean(axis=1), per_seed.std(axis=1)
+            ax.plot(x, mean, marker="o", ms=3, color=color, label=label)
+            ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+            ax.axhline(result["nominal"]["return_mean"], color=color, ls="--", lw=0.8)
+        ax.set_title(family)
+        ax.set_xlabel("perturbation value" if family != "nominal" else "")
+        ax.set_ylabel("return")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title or f"{evals[0][1].get('env', '')}: robustness curves")
+    return _save(fig, out)
+
+
+def plot_learning_curves(runs: list[tuple[str, list[dict]]], out: Path) -> Path:
+    """Every logged metric against the step, averaged over seeds, one panel per metric."""
+    metrics = sorted({k for _, lines in runs for line in lines for k in line
+                      if k not in ("step", "seed", "seconds")})
+    if not metrics:
+        raise DrorlError("no metrics to plot in metrics.jsonl")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for i, (label, lines) in enumerate(runs):
+            by_step: dict[int, list[float]] = defaultdict(list)
+            for line in lines:
+                if metric in line:
+                    by_step[line["step"]].append(line[metric])
+            if by_step:
+                steps = sorted(by_step)
+                ax.plot(steps, [np.mean(by_step[s]) for s in steps], color=f"C{i}", label=label)
+        ax.set_title(metric)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    return _save(fig, out)
+
+
+def plot_runs(run_dirs: list[Path], out: Path) -> Path:
+    """Robustness curves when every run has eval.json, else learning curves from metrics.jsonl."""
+    evals, curves = [], []
+    for run_dir in map(Path, run_dirs):
+        config = run_dir / "config.json"
+        record = json.loads(config.read_text()) if config.is_file() else {}
+        eval_path, metrics_path = run_dir / "eval.json", run_dir / "metrics.jsonl"
+        if eval_path.is_file():
+            evals.append((_label(run_dir, record), json.loads(eval_path.read_text())))
+        if metrics_path.is_file():
+            lines = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
+            curves.append((_label(run_dir, record), lines))
+        if not eval_path.is_file() and not metrics_path.is_file():
+            raise DrorlError(f"{run_dir}: neither eval.json nor metrics.jsonl; expected a drorl run directory")
+    if evals and len(evals) == len(run_dirs):
+        return plot_robustness(evals, Path(out))
+    return plot_learning_curves(curves, Path(out))

@@ -1,0 +1,100 @@
+"""Glue between the CLI and the library: start or resume a training run, evaluate a run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from drorl import algos
+from drorl.algos.base import Spec, config_with_overrides
+from drorl.data.dataset import Dataset
+from drorl.data.registry import resolve
+from drorl.envs import get_task, make_env
+from drorl.errors import DrorlError
+from drorl.train import RunSettings, load_states, policy_fn, train
+
+
+def reference_scores(metadata: dict[str, Any], task: str) -> tuple[float, float, str]:
+    """(random, expert) returns for normalised scores: the dataset's own, else D4RL's constants."""
+    if "ref_min_score" in metadata and "ref_max_score" in metadata:
+        return (float(metadata["ref_min_score"]), float(metadata["ref_max_score"]),
+                str(metadata.get("ref_source", "dataset metadata")))
+    info = get_task(task)
+    if info.d4rl_ref_min is None:
+        raise DrorlError(f"task {info.name} has no D4RL reference returns and the dataset has no "
+                         f"'ref_min_score'/'ref_max_score' metadata")
+    return info.d4rl_ref_min, info.d4rl_ref_max, "D4RL constants"
+
+
+def task_of(dataset: Dataset, env: str | None) -> str | None:
+    if env:
+        return get_task(env).name
+    name = dataset.metadata.get("env")
+    return get_task(name).name if name else None
+
+
+def spec_for(dataset: Dataset, task: str | None) -> Spec:
+    """Action bounds from the task's action space (or [-1, 1] when no task is known)."""
+    if task is None:
+        return Spec.from_dataset(dataset)
+    env = make_env(task)
+    low, high = env.action_space.low, env.action_space.high
+    env.close()
+    return Spec.from_dataset(dataset, low, high)
+
+
+def nominal_evaluator(task: str, episodes: int, ref: tuple[float, float, str],
+                      seed: int = 0) -> Callable[[Callable, int], dict[str, np.ndarray]]:
+    from drorl.evaluate import normalized_score, run_episodes
+
+    def evaluate(policy: Callable, num_policies: int) -> dict[str, np.ndarray]:
+        returns = run_episodes(policy, num_policies, task, [None], episodes, seed=seed)[:, 0, :]
+        means = returns.mean(axis=1)
+        return {"eval/return": means, "eval/normalized": normalized_score(means, ref[0], ref[1])}
+
+    return evaluate
+
+
+def run_training(algo_name: str, dataset_id: str, *, env: str | None, steps: int, seeds: tuple[int, ...],
+                 out: Path | None, eval_every: int, eval_episodes: int, log_every: int,
+                 checkpoint_every: int, overrides: dict[str, str], progress: bool = True) -> Path:
+    algo = algos.get(algo_name)
+    config = config_with_overrides(algo.Config, overrides)
+    dataset, name, _ = resolve(dataset_id, progress=progress)
+    task = task_of(dataset, env)
+    if eval_every > 0 and task is None:
+        raise DrorlError("--eval-every needs a task: pass --env (the dataset's metadata names none)")
+    evaluator = None
+    if eval_every > 0:
+        evaluator = nominal_evaluator(task, eval_episodes, reference_scores(dataset.metadata, task))
+    out = out or Path("runs") / f"{algo_name}-{Path(name).stem}"
+    settings = RunSettings(steps=steps, seeds=seeds, updates_per_call=log_every,
+                           checkpoint_every=checkpoint_every, eval_every=eval_every,
+                           eval_episodes=eval_episodes, env=task)
+    _, run_dir = train(algo_name, dataset, out, settings, config=config, spec=spec_for(dataset, task),
+                       dataset_id=name, evaluator=evaluator, progress=progress)
+    return run_dir
+
+
+def evaluate_run(run_dir: str | Path, sweep: str, *, episodes: int, env: str | None = None, seed: int = 0,
+                 progress: bool = True) -> dict[str, Any]:
+    from drorl.envs.perturbations import parse_families
+    from drorl.evaluate import evaluate_sweeps, write_eval_json
+
+    run_dir = Path(run_dir)
+    algo, record, states = load_states(run_dir)
+    task = get_task(env or record.get("env") or "").name if (env or record.get("env")) else None
+    if task is None:
+        raise DrorlError(f"{run_dir}/config.json names no task; pass --env")
+    families = parse_families(sweep) if sweep else []
+    ref_min, ref_max, source = reference_scores(record["dataset"].get("metadata", {}), task)
+    result = evaluate_sweeps(policy_fn(algo, states), len(record["seeds"]), task, families, episodes,
+                             seed=seed, ref_min=ref_min, ref_max=ref_max, progress=progress)
+    result["reference"] = {"min": ref_min, "max": ref_max, "source": source}
+    result["algorithm"] = record["algorithm"]
+    result["seeds"] = record["seeds"]
+    write_eval_json(run_dir / "eval.json", result)
+    return json.loads(json.dumps(result))

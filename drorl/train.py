@@ -1,0 +1,242 @@
+"""The one offline training loop.
+
+The dataset lives on the device; each compiled call samples K batches inside the program and runs
+K updates in a ``lax.scan``, for S seeds at once under ``vmap``. Between calls the loop logs metrics,
+writes checkpoints and evaluates. A run killed at any point and started again with the same output
+directory resumes from its latest checkpoint and ends with the same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import drorl
+from drorl import algos, checkpoint
+from drorl.algos.base import Spec, config_from_dict
+from drorl.data.dataset import Dataset
+from drorl.errors import DrorlError
+from drorl.io_utils import atomic_path, write_json_atomic
+from drorl.progress import progress_bar
+
+
+def device_data(dataset: Dataset) -> dict[str, jax.Array]:
+    """Everything an update may sample, as device arrays (one copy, shared by all seeds)."""
+    return {
+        "observations": jnp.asarray(dataset.observations),
+        "actions": jnp.asarray(dataset.actions),
+        "rewards": jnp.asarray(dataset.rewards),
+        "next_observations": jnp.asarray(dataset.next_observations),
+        "terminals": jnp.asarray(dataset.terminals, jnp.float32),
+        "timeouts": jnp.asarray(dataset.timeouts, jnp.float32),
+        "next_actions": jnp.asarray(dataset.next_actions),
+        "has_next_action": jnp.asarray(dataset.has_next_action, jnp.float32),
+        "initial_observations": jnp.asarray(dataset.initial_observations),
+        "initial_actions": jnp.asarray(dataset.initial_actions),
+    }
+
+
+def sample_batch(data: dict[str, jax.Array], key: jax.Array, batch_size: int) -> dict[str, jax.Array]:
+    """Uniform transitions, plus uniformly drawn initial states (same batch size), inside the program.
+
+    Unused fields cost nothing: XLA drops the gathers whose results no update reads.
+    """
+    k_rows, k_init = jax.random.split(key)
+    rows = jax.random.randint(k_rows, (batch_size,), 0, data["rewards"].shape[0])
+    init_rows = jax.random.randint(k_init, (batch_size,), 0, data["initial_observations"].shape[0])
+    batch = {k: v[rows] for k, v in data.items() if not k.startswith("initial_")}
+    batch["initial_observations"] = data["initial_observations"][init_rows]
+    batch["initial_actions"] = data["initial_actions"][init_rows]
+    return batch
+
+
+def make_train_chunk(algo: ModuleType, batch_size: int, num_updates: int) -> Callable:
+    """A compiled ``(states, rngs, data) -> (states, rngs, metrics)`` doing ``num_updates`` steps per seed.
+
+    ``states`` and ``rngs`` carry a leading seed axis; metrics are averaged over the chunk.
+    """
+
+    def one_seed(state, rng, data):
+        def body(carry, _):
+            state, rng = carry
+            rng, k_batch, k_update = jax.random.split(rng, 3)
+            state, metrics = algo.update(state, sample_batch(data, k_batch, batch_size), k_update)
+            return (state, rng), metrics
+
+        (state, rng), metrics = jax.lax.scan(body, (state, rng), None, length=num_updates)
+        return state, rng, jax.tree_util.tree_map(jnp.mean, metrics)
+
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, None)), donate_argnums=(0, 1))
+
+
+def init_states(algo: ModuleType, config: Any, spec: Spec, seeds: list[int]) -> tuple[Any, jax.Array]:
+    """Per-seed initial states and training RNG keys, stacked on a leading seed axis."""
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+    init_keys, train_keys = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
+    states = jax.vmap(lambda k: algo.init(config, spec, k))(init_keys)
+    return states, train_keys
+
+
+def policy_fn(algo: ModuleType, states: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Batched deterministic policy for evaluation: obs [S, N, obs_dim] -> actions [S, N, act_dim]."""
+    acting = jax.jit(jax.vmap(lambda st, obs: algo.act(st, obs, jax.random.PRNGKey(0), True)))
+    return lambda obs: np.asarray(acting(states, jnp.asarray(obs, jnp.float32)))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """How long and how a run trains; saved in config.json."""
+
+    steps: int
+    seeds: tuple[int, ...] = (0,)
+    updates_per_call: int = 1000
+    checkpoint_every: int = 10_000
+    eval_every: int = 0
+    eval_episodes: int = 5
+    env: str | None = None
+
+
+def _run_record(algo_name: str, config: Any, spec: Spec, settings: RunSettings, dataset: Dataset,
+                dataset_id: str) -> dict[str, Any]:
+    return {
+        "algorithm": algo_name,
+        "config": dataclasses.asdict(config),
+        "dataset": {"id": dataset_id, "hash": dataset.content_hash(), "transitions": len(dataset),
+                    "metadata": dataset.metadata},
+        "env": settings.env,
+        "seeds": list(settings.seeds),
+        "steps": settings.steps,
+        "updates_per_call": settings.updates_per_call,
+        "checkpoint_every": settings.checkpoint_every,
+        "spec": {"obs_dim": spec.obs_dim, "act_dim": spec.act_dim,
+                 "action_low": spec.action_low.tolist(), "action_high": spec.action_high.tolist()},
+        "drorl_version": drorl.__version__,
+    }
+
+
+_MUST_MATCH = ("algorithm", "config", "seeds", "updates_per_call", "spec")
+
+
+def _check_resumable(path: Path, old: dict, new: dict) -> None:
+    for key in _MUST_MATCH:
+        if json.loads(json.dumps(old.get(key))) != json.loads(json.dumps(new[key])):
+            raise DrorlError(f"{path}: the existing run has a different {key!r}; use a new --out directory")
+    if old["dataset"]["hash"] != new["dataset"]["hash"]:
+        raise DrorlError(f"{path}: the existing run was trained on different data; use a new --out directory")
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep only complete metric lines up to ``last_step`` (a killed run may have logged past it)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("step", 0) <= last_step:
+            kept.append(line)
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+
+
+def _chunk_boundaries(start: int, steps: int, per_call: int) -> list[int]:
+    ends = list(range(per_call, steps + 1, per_call))
+    if not ends or ends[-1] != steps:
+        ends.append(steps)
+    return [e for e in ends if e > start]
+
+
+def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSettings,
+          config: Any = None, spec: Spec | None = None, dataset_id: str = "dataset",
+          evaluator: Callable[[Callable, int], dict[str, Any]] | None = None,
+          progress: bool = True) -> tuple[Any, Path]:
+    """Train ``algo_name`` on ``dataset`` for every seed; resumes when ``out_dir`` holds this run.
+
+    ``evaluator(policy_fn, num_policies) -> {metric: [value per seed]}`` runs every
+    ``settings.eval_every`` steps when given. Returns the final stacked states and the run directory.
+    """
+    algo = algos.get(algo_name)
+    config = config if config is not None else algo.Config()
+    spec = spec if spec is not None else Spec.from_dataset(dataset)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = _run_record(algo_name, config, spec, settings, dataset, dataset_id)
+    config_path = out / "config.json"
+    if config_path.exists():
+        _check_resumable(config_path, json.loads(config_path.read_text()), record)
+    write_json_atomic(config_path, record)
+
+    seeds = list(settings.seeds)
+    states, rngs = init_states(algo, config, spec, seeds)
+    step = 0
+    ckpt_dir = out / "checkpoints"
+    latest = checkpoint.latest(ckpt_dir)
+    if latest is not None:
+        step, (states, rngs) = checkpoint.load(latest, (states, rngs))
+        states, rngs = jax.tree_util.tree_map(jnp.asarray, (states, rngs))
+    metrics_path = out / "metrics.jsonl"
+    _truncate_metrics(metrics_path, step)
+
+    data = device_data(dataset)
+    per_call = max(1, min(settings.updates_per_call, settings.steps))
+    chunk_fns: dict[int, Callable] = {}
+    with progress_bar(f"{algo_name} x{len(seeds)} seeds", total=settings.steps, completed=step,
+                      enabled=progress, unit="updates") as advance:
+        for end in _chunk_boundaries(step, settings.steps, per_call):
+            n = end - step
+            if n not in chunk_fns:
+                chunk_fns[n] = make_train_chunk(algo, config.batch_size, n)
+            t0 = time.perf_counter()
+            states, rngs, metrics = chunk_fns[n](states, rngs, data)
+            metrics = jax.device_get(metrics)
+            elapsed = time.perf_counter() - t0
+            step = end
+            lines = [{"step": step, "seed": seed, **{k: float(v[i]) for k, v in metrics.items()}}
+                     for i, seed in enumerate(seeds)]
+            if evaluator is not None and settings.eval_every > 0 and (
+                    step % settings.eval_every < n or step == settings.steps):
+                evals = evaluator(policy_fn(algo, states), len(seeds))
+                for i, line in enumerate(lines):
+                    line.update({k: float(v[i]) for k, v in evals.items()})
+            with open(metrics_path, "a") as fh:
+                for line in lines:
+                    fh.write(json.dumps({**line, "seconds": round(elapsed, 4)}) + "\n")
+            if step % settings.checkpoint_every < n or step == settings.steps:
+                checkpoint.save(ckpt_dir, step, (states, rngs))
+            advance(n)
+    return states, out
+
+
+def load_states(run_dir: str | Path) -> tuple[ModuleType, dict[str, Any], Any]:
+    """The algorithm module, config.json and the latest checkpoint's stacked states of a run."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise DrorlError(f"{run_dir}: not a run directory (no config.json)")
+    record = json.loads(config_path.read_text())
+    algo = algos.get(record["algorithm"])
+    config = config_from_dict(algo.Config, record["config"])
+    s = record["spec"]
+    dummy = Spec(s["obs_dim"], s["act_dim"], np.asarray(s["action_low"], np.float32),
+                 np.asarray(s["action_high"], np.float32), np.zeros(s["obs_dim"], np.float32),
+                 np.ones(s["obs_dim"], np.float32))
+    states, rngs = init_states(algo, config, dummy, record["seeds"])
+    latest = checkpoint.latest(run_dir / "checkpoints")
+    if latest is None:
+        raise DrorlError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
+    _, (states, _) = checkpoint.load(latest, (states, rngs))
+    return algo, record, jax.tree_util.tree_map(jnp.asarray, states)
+
+
+__all__ = ["RunSettings", "train", "load_states", "policy_fn", "device_data", "sample_batch",
+           "make_train_chunk", "init_states"]

@@ -1,0 +1,32 @@
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from drorl.data.dataset import Dataset  # noqa: E402
+
+
+def make_arrays(n: int = 300, obs_dim: int = 4, act_dim: int = 1, episode_len: int = 50, seed: int = 0):
+    """Synthetic D4RL arrays: actions a linear-tanh function of the observations, fixed-length episodes."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, obs_dim)).astype(np.float32)
+    weights = rng.normal(size=(obs_dim, act_dim)).astype(np.float32)
+    actions = np.tanh(0.5 * obs @ weights).astype(np.float32)
+    timeouts = np.zeros(n, bool)
+    timeouts[episode_len - 1::episode_len] = True
+    terminals = np.zeros(n, bool)
+    return {"observations": obs, "actions": actions, "rewards": rng.normal(size=n).astype(np.float32),
+            "next_observations": np.roll(obs, -1, axis=0), "terminals": terminals, "timeouts": timeouts}
+
+
+@pytest.fixture
+def small_dataset() -> Dataset:
+    return Dataset.from_arrays(make_arrays(), metadata={"env": "inverted-pendulum", "kind": "synthetic"})
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_dir(tmp_path, monkeypatch):
+    """Every test gets its own $DRORL_DATA so nothing touches the user's cache."""
+    monkeypatch.setenv("DRORL_DATA", str(tmp_path / "drorl-data"))

@@ -1,0 +1,132 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from drorl import checkpoint
+from drorl.algos import bc
+from drorl.algos.base import Spec
+from drorl.data.dataset import Dataset
+from drorl.data.hdf5 import write_hdf5
+from drorl.train import RunSettings, init_states, load_states, train
+
+from conftest import make_arrays
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def _assert_trees_equal(a, b):
+    for x, y in zip(_leaves(a), _leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_same_seed_same_numbers(tmp_path, small_dataset):
+    settings = RunSettings(steps=300, seeds=(0, 1), updates_per_call=100)
+    s1, _ = train("bc", small_dataset, tmp_path / "a", settings, progress=False)
+    s2, _ = train("bc", small_dataset, tmp_path / "b", settings, progress=False)
+    _assert_trees_equal(s1.params, s2.params)
+    m1 = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    m2 = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]  # noqa: E731
+    assert strip(m1) == strip(m2) and len(m1) == 6
+    # different seeds under vmap are different runs
+    assert not np.array_equal(_leaves(s1.params)[0][0], _leaves(s1.params)[0][1])
+
+
+def test_resume_equals_uninterrupted(tmp_path, small_dataset):
+    full, _ = train("bc", small_dataset, tmp_path / "full",
+                    RunSettings(steps=400, seeds=(0, 1), updates_per_call=100, checkpoint_every=100),
+                    progress=False)
+    train("bc", small_dataset, tmp_path / "part",
+          RunSettings(steps=200, seeds=(0, 1), updates_per_call=100, checkpoint_every=100), progress=False)
+    resumed, _ = train("bc", small_dataset, tmp_path / "part",
+                       RunSettings(steps=400, seeds=(0, 1), updates_per_call=100, checkpoint_every=100),
+                       progress=False)
+    _assert_trees_equal(full, resumed)
+    lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [100, 100, 200, 200, 300, 300, 400, 400]
+
+
+def test_resume_refuses_a_different_run(tmp_path, small_dataset):
+    from drorl.errors import DrorlError
+
+    train("bc", small_dataset, tmp_path / "r", RunSettings(steps=100, seeds=(0,), updates_per_call=100),
+          progress=False)
+    with pytest.raises(DrorlError, match="different 'seeds'"):
+        train("bc", small_dataset, tmp_path / "r", RunSettings(steps=100, seeds=(1,), updates_per_call=100),
+              progress=False)
+
+
+def test_checkpoint_round_trip_and_keep(tmp_path, small_dataset):
+    spec = Spec.from_dataset(small_dataset)
+    states, rngs = init_states(bc, bc.Config(hidden_dims=(8,)), spec, [3, 4])
+    for step in (1, 2, 3):
+        checkpoint.save(tmp_path, step, (states, rngs), keep=2)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step_000000002.msgpack",
+                                                                        "step_000000003.msgpack"]
+    step, restored = checkpoint.load(checkpoint.latest(tmp_path), (states, rngs))
+    assert step == 3
+    _assert_trees_equal((states, rngs), restored)
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_bc_learns_a_known_mapping(tmp_path):
+    """Actions are tanh(0.5 s W): BC's deterministic policy fits them to small error."""
+    ds = Dataset.from_arrays(make_arrays(n=2000, obs_dim=4, act_dim=2))
+    config = bc.Config(lr=1e-3, lr_decay=1.0)
+    states, run = train("bc", ds, tmp_path / "bc", RunSettings(steps=1500, seeds=(0,), updates_per_call=500),
+                        config=config, progress=False)
+    first, last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][::2]
+    assert last["loss"] < 0.05 * first["loss"] + 1e-3
+    _, _, loaded = load_states(run)
+    obs = ds.observations[:256]
+    pred = np.asarray(jax.vmap(lambda st: bc.act(st, obs, jax.random.PRNGKey(0), True))(loaded))[0]
+    assert np.mean((pred - ds.actions[:256]) ** 2) < 5e-3
+
+
+def test_gaussian_bc_runs_and_nll_decreases(tmp_path):
+    ds = Dataset.from_arrays(make_arrays(n=1000, obs_dim=4, act_dim=2))
+    config = bc.Config(policy="gaussian", lr=1e-3, lr_decay=1.0, hidden_dims=(64, 64))
+    _, run = train("bc", ds, tmp_path / "g", RunSettings(steps=1000, seeds=(0,), updates_per_call=250),
+                   config=config, progress=False)
+    losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0] - 1.0
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "drorl.cli", *args]
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    """Acceptance check: kill -9 mid-run, start again with the same --out, same final parameters."""
+    data = write_hdf5(Dataset.from_arrays(make_arrays(n=2000), metadata={"env": "inverted-pendulum"}),
+                      tmp_path / "ip.hdf5")
+    args = ["train", "bc", "--dataset", str(data), "--steps", "3000", "--seeds", "0,1", "--log-every", "100",
+            "--checkpoint-every", "500", "--quiet", "--set", "hidden_dims=64,64"]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    subprocess.run(_cli(*args, "--out", str(tmp_path / "ref")), check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(*args, "--out", str(killed)), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "checkpoints" / "step_000000500.msgpack").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoints" / "step_000003000.msgpack").exists(), "the run finished before the kill"
+    subprocess.run(_cli(*args, "--out", str(killed)), check=True, env=env, capture_output=True)
+
+    ref = (tmp_path / "ref" / "checkpoints" / "step_000003000.msgpack").read_bytes()
+    assert (killed / "checkpoints" / "step_000003000.msgpack").read_bytes() == ref
+    lines = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert sorted((x["step"], x["seed"]) for x in lines) == [(s, seed) for s in range(100, 3001, 100)
+                                                            for seed in (0, 1)]
