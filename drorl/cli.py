@@ -167,26 +167,11 @@ def evaluate_cmd(
 
     if episodes <= 0:
         raise DrorlError(f"--episodes {episodes}: expected a positive number")
+    from drorl.report import print_eval_table
+
     result = evaluate_run(run_dir, sweep, episodes=episodes, env=env, seed=seed, progress=not quiet)
-    print_eval_table(result)
+    print_eval_table(result, console=console)
     console.print(f"wrote {Path(run_dir) / 'eval.json'}")
-
-
-def print_eval_table(result: dict, title: str | None = None) -> None:
-    table = Table(title=title or f"{result['env']}: return against perturbation ({result['episodes']} episodes)")
-    for col in ("family", "value", "return", "normalised"):
-        table.add_column(col, justify="right" if col != "family" else "left")
-    nominal = result["nominal"]
-    table.add_row("nominal", "-", f"{nominal['return_mean']:.1f} ± {nominal['return_std']:.1f}",
-                  f"{nominal['normalized_mean']:.1f}")
-    for family, points in result.get("sweeps", {}).items():
-        for point in points:
-            table.add_row(family, f"{point['value']:g}", f"{point['return_mean']:.1f} ± {point['return_std']:.1f}",
-                          f"{point['normalized_mean']:.1f}")
-        summary = result.get("summary", {}).get(family)
-        if summary:
-            table.add_row(f"{family} summary", "", f"auc {summary['auc']:.1f}", f"worst {summary['worst']:.1f}")
-    console.print(table)
 
 
 @app.command("plot")

@@ -39,7 +39,8 @@ def plot_robustness(evals: list[tuple[str, dict]], out: Path, title: str | None 
     families = list(dict.fromkeys(f for _, e in evals for f in e.get("sweeps", {})))
     if not families:
         families = ["nominal"]
-    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.6), squeeze=False,
+                             layout="constrained")
     for ax, family in zip(axes[0], families):
         for i, (label, result) in enumerate(evals):
             color = f"C{i}"
@@ -71,7 +72,8 @@ def plot_learning_curves(runs: list[tuple[str, list[dict]]], out: Path) -> Path:
                       if k not in ("step", "seed", "seconds")})
     if not metrics:
         raise DrorlError("no metrics to plot in metrics.jsonl")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False,
+                             layout="constrained")
     for ax, metric in zip(axes[0], metrics):
         for i, (label, lines) in enumerate(runs):
             by_step: dict[int, list[float]] = defaultdict(list)

@@ -1,0 +1,228 @@
+"""Throughput benchmark (performance.md): updates/s and FLOP utilisation per algorithm, seeds under
+vmap against sequential runs, sweep evaluation against a one-env loop, peak memory for 1M transitions.
+
+    python -m benchmarks.throughput            # full profile, writes benchmarks/results/throughput-<host>.json
+    python -m benchmarks.throughput --quick    # a few minutes
+    python -m benchmarks.throughput --smoke    # seconds: what the test suite runs
+
+Utilisation = analytic FLOPs per update x updates/s / the float32 matmul peak measured in the same
+process a few seconds before. Absolute numbers vary by machine; quote the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from drorl import algos
+from drorl.algos.base import Spec
+from drorl.data.dataset import Dataset
+from drorl.io_utils import write_json_atomic
+from drorl.train import device_data, init_states, make_train_chunk, policy_fn
+
+PROFILES = {
+    # updates per compiled call, timed calls, matmul sizes, evaluation episodes per point
+    "smoke": dict(updates=20, calls=2, matmul=(256,), eval_points=1, eval_episodes=1, max_steps=50, seeds=2),
+    "quick": dict(updates=500, calls=3, matmul=(256, 1024), eval_points=3, eval_episodes=2, max_steps=1000,
+                  seeds=5),
+    "full": dict(updates=1000, calls=5, matmul=(256, 1024, 2048), eval_points=5, eval_episodes=4, max_steps=1000,
+                 seeds=5),
+}
+# Hopper-sized problems: 11 observations, 3 actions.
+OBS_DIM, ACT_DIM = 11, 3
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "device": str(jax.devices()[0]),
+            "jax": jax.__version__, "python": platform.python_version()}
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> float:
+    """Seconds per call of ``fn`` after one warm-up call (which also compiles)."""
+    jax.block_until_ready(fn())
+    start = time.perf_counter()
+    for _ in range(repeats):
+        jax.block_until_ready(fn())
+    return (time.perf_counter() - start) / repeats
+
+
+def matmul_peak(sizes: tuple[int, ...]) -> dict[str, float]:
+    """GFLOP/s of a jitted float32 n x n matrix product, per size; 'peak' is the best."""
+    out = {}
+    for n in sizes:
+        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+        matmul = jax.jit(lambda x, y: x @ y)
+        seconds = timed(lambda: matmul(a, b), max(3, int(2e10 / (2 * n**3))))
+        out[f"matmul_{n}"] = 2 * n**3 / seconds / 1e9
+    out["peak"] = max(out.values())
+    return out
+
+
+def mlp_flops(dims: list[int]) -> int:
+    """Multiply-adds x 2 of one forward pass of an MLP with layer widths ``dims`` (one sample)."""
+    return 2 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+
+
+def analytic_flops(name: str, config: Any) -> float:
+    """FLOPs of one update: forward + backward (about 2x forward) = 3x the forward pass, per sample."""
+    if name == "bc":
+        out = ACT_DIM if config.policy == "deterministic" else 2 * ACT_DIM
+        return 3.0 * config.batch_size * mlp_flops([OBS_DIM, *config.hidden_dims, out])
+    raise KeyError(name)
+
+
+def synthetic_dataset(n: int, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, OBS_DIM)).astype(np.float32)
+    timeouts = np.zeros(n, bool)
+    timeouts[999::1000] = True
+    return Dataset.from_arrays({
+        "observations": obs, "actions": np.tanh(rng.normal(size=(n, ACT_DIM))).astype(np.float32),
+        "rewards": rng.normal(size=n).astype(np.float32), "next_observations": obs,
+        "terminals": np.zeros(n, bool), "timeouts": timeouts})
+
+
+def bench_algorithm(name: str, profile: dict, peak: float, dataset: Dataset) -> dict[str, Any]:
+    algo = algos.get(name)
+    config = algo.Config()
+    spec = Spec.from_dataset(dataset)
+    data = device_data(dataset)
+    k, calls, n_seeds = profile["updates"], profile["calls"], profile["seeds"]
+
+    def runner(seeds: list[int]) -> tuple[Callable[[], Any], float]:
+        """A call running k updates for ``seeds``, and the seconds its compilation took."""
+        carry = list(init_states(algo, config, spec, seeds))
+        start = time.perf_counter()
+        chunk = make_train_chunk(algo, config.batch_size, k).lower(*carry, data).compile()
+        compile_seconds = time.perf_counter() - start
+
+        def call():
+            carry[0], carry[1], metrics = chunk(carry[0], carry[1], data)
+            return metrics
+
+        return call, compile_seconds
+
+    one, compile_seconds = runner([0])
+    single = timed(one, calls)
+    many = timed(runner(list(range(n_seeds)))[0], calls)
+    ups = k / single
+    flops = analytic_flops(name, config)
+    return {
+        "algorithm": name, "batch_size": config.batch_size, "flops_per_update": flops,
+        "updates_per_s": ups, "gflops": flops * ups / 1e9, "utilisation": flops * ups / 1e9 / peak,
+        "compile_s": compile_seconds,
+        "seeds": n_seeds, "vmap_updates_per_s": n_seeds * k / many,
+        "sequential_updates_per_s": ups, "vmap_speedup": (n_seeds * k / many) / ups,
+    }
+
+
+def bench_evaluation(profile: dict) -> dict[str, Any]:
+    """Episodes/s of a hopper perturbation sweep: batched envs and inference vs the one-env loop."""
+    from drorl.envs.perturbations import Perturbation
+    from drorl.evaluate import run_episodes, run_episodes_one_env
+
+    algo = algos.get("bc")
+    dataset = synthetic_dataset(2000)
+    states, _ = init_states(algo, algo.Config(), Spec.from_dataset(dataset), [0])
+    batched = policy_fn(algo, states)
+    single = jax.jit(lambda obs: algo.act(jax.tree_util.tree_map(lambda x: x[0], states), obs[None],
+                                          jax.random.PRNGKey(0), True)[0])
+    points = [Perturbation("gravity", p) for p in np.linspace(0, 0.2, profile["eval_points"])]
+    episodes, max_steps = profile["eval_episodes"], profile["max_steps"]
+    run_episodes(batched, 1, "hopper", points, episodes, max_steps=2)  # compile at the timed batch width
+    start = time.perf_counter()
+    ret_b = run_episodes(batched, 1, "hopper", points, episodes, max_steps=max_steps)
+    t_batched = time.perf_counter() - start
+    single(np.zeros(OBS_DIM, np.float32))
+    start = time.perf_counter()
+    ret_s = np.stack([run_episodes_one_env(lambda o: np.asarray(single(o)), "hopper", p, episodes,
+                                           max_steps=max_steps) for p in points])
+    t_single = time.perf_counter() - start
+    n = len(points) * episodes
+    return {"episodes": n, "batched_episodes_per_s": n / t_batched, "one_env_episodes_per_s": n / t_single,
+            "speedup": t_single / t_batched, "same_returns": bool(np.allclose(ret_b[0], ret_s, atol=1e-3))}
+
+
+def memory_probe() -> None:
+    """Child process: a 1M-transition hopper-sized dataset on the device and BC training on it."""
+    dataset = synthetic_dataset(1_000_000)
+    algo = algos.get("bc")
+    config = algo.Config()
+    data = device_data(dataset)
+    carry = init_states(algo, config, Spec.from_dataset(dataset), [0, 1, 2, 3, 4])
+    chunk = make_train_chunk(algo, config.batch_size, 100)
+    jax.block_until_ready(chunk(*carry, data))
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def bench_memory() -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--memory-probe"],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the quick profile (a few minutes)")
+    parser.add_argument("--smoke", action="store_true", help="seconds; checks that everything runs")
+    parser.add_argument("--algos", default=",".join(algos.names()), help="comma-separated algorithm names")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_probe:
+        memory_probe()
+        return {}
+    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    profile = PROFILES[name]
+    console = Console()
+    peak = matmul_peak(profile["matmul"])
+    dataset = synthetic_dataset(100_000 if name != "smoke" else 5_000)
+    rows = [bench_algorithm(a, profile, peak["peak"], dataset) for a in args.algos.split(",") if a]
+    evaluation = bench_evaluation(profile)
+    memory = bench_memory() if name != "smoke" else None
+    result = {"profile": name, "machine": machine(), "matmul_gflops": peak, "algorithms": rows,
+              "evaluation": evaluation, "memory_1m_transitions": memory,
+              "settings": {k: v for k, v in profile.items()}}
+
+    table = Table(title=f"throughput ({name}; matmul peak {peak['peak']:.0f} GFLOP/s on {result['machine']['cpu']})")
+    for col in ("algorithm", "updates/s", "GFLOP/s", "utilisation", "compile s", f"vmap x{profile['seeds']}"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["algorithm"], f"{r['updates_per_s']:,.0f}", f"{r['gflops']:.1f}",
+                      f"{100 * r['utilisation']:.0f} %", f"{r['compile_s']:.2f}", f"{r['vmap_speedup']:.2f}x")
+    console.print(table)
+    console.print(f"sweep evaluation: {evaluation['batched_episodes_per_s']:.2f} episodes/s batched vs "
+                  f"{evaluation['one_env_episodes_per_s']:.2f} one-env ({evaluation['speedup']:.1f}x)")
+    if memory:
+        console.print(f"peak memory, 1M transitions + 5-seed BC: {memory['peak_rss_mb']:.0f} MB")
+    out = args.out or Path("benchmarks/results") / f"throughput-{name}.json"
+    write_json_atomic(out, result)
+    console.print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Gymnasium MuJoCo tasks, the env factory and dynamics perturbations."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Iterator
+
+import gymnasium
+import mujoco
+
+from drorl.envs.perturbations import (
+    FAMILIES,
+    Perturbation,
+    PerturbedEnv,
+    default_grid,
+    parse_families,
+)
+from drorl.envs.tasks import TASKS, TaskInfo, get_task
+
+
+# MuJoCo notices about Gymnasium's own model files (HalfCheetah-v5's XML): nothing a user can act on.
+_IGNORED_MODEL_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+@contextlib.contextmanager
+def _mujoco_warnings_as_python_warnings() -> Iterator[None]:
+    """Route MuJoCo warnings to Python's ``warnings`` (dropping ``_IGNORED_MODEL_WARNINGS``).
+
+    Otherwise MuJoCo prints each one to stderr and appends it to MUJOCO_LOG.TXT in the working
+    directory, once per env built: dozens of lines for one batched evaluation.
+    """
+    previous = mujoco.get_mju_user_warning()
+
+    def handle(message: str) -> None:
+        if not message.startswith(_IGNORED_MODEL_WARNINGS):
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+    mujoco.set_mju_user_warning(handle)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
+def make_env(task: str | TaskInfo, perturbation: Perturbation | None = None) -> PerturbedEnv:
+    """Build the task's Gymnasium env (with its time limit) wrapped in a ``PerturbedEnv``."""
+    info = get_task(task)
+    with _mujoco_warnings_as_python_warnings():
+        env = gymnasium.make(info.gym_id)
+    return PerturbedEnv(env, info, perturbation)
+
+
+__all__ = [
+    "FAMILIES", "TASKS", "Perturbation", "PerturbedEnv", "TaskInfo",
+    "default_grid", "get_task", "make_env", "parse_families",
+]

@@ -1,0 +1,261 @@
+"""Dynamics perturbations for robustness evaluation, and the wrapper that applies and undoes them.
+
+A ``Perturbation`` is a family and a value. ``PerturbedEnv`` copies the nominal value of every
+model field a family may touch when it is built, and on every ``reset()`` writes the nominal
+values back before applying the current perturbation: Gymnasium's ``reset()`` does not reload
+the MuJoCo model, so without this a changed gravity would leak into later episodes.
+
+Families and what their value means (``p`` a relative change, ``x`` an absolute value):
+
+=============== =================================================================================
+gravity         ``opt.gravity[2] *= 1 + p``
+damping         ``dof_damping[dof] *= 1 + p`` on the task's joint DOFs
+stiffness       ``jnt_stiffness[jnt] = x`` on the task's stiffness joints (halfcheetah: nominal
+                ``* (1 + p)`` on the back joints), with the task's spring reference ``qpos_spring``
+actuator_range  ``actuator_ctrlrange = [-x, x]`` for every actuator, ``actuator_ctrllimited = 1``
+frictionloss    ``dof_frictionloss[dof] = x`` on the task's joint DOFs
+mass            ``body_mass[body] *= 1 + p`` for every body except the world
+friction        ``geom_friction[geom, 0] *= 1 + p`` for every geom
+action_noise    the action becomes ``clip(a + N(0, x I))``; ``x`` is a variance
+=============== =================================================================================
+
+Joint choices per task (``JOINT_TARGETS``), where the DR-BC setup left them open: walker2d
+stiffness acts on all six leg joints (3-8) with the nominal spring reference 0; ant stiffness on
+hips and ankles (joints 1-8) with the nominal reference 0; inverted-pendulum's damping, friction
+loss and stiffness act on the pole hinge (joint 1, DOF 1), stiffness pulling toward 0.1 rad.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping, SupportsFloat
+
+import gymnasium
+import numpy as np
+
+from drorl.envs.tasks import TaskInfo, get_task
+from drorl.errors import DrorlError
+
+FAMILIES: tuple[str, ...] = (
+    "gravity", "damping", "stiffness", "actuator_range", "frictionloss", "mass", "friction", "action_noise",
+)
+
+# Smallest valid value per family and whether it is allowed itself (a scale 1 + p must stay >= 0,
+# masses > 0, ranges > 0, variances and friction losses >= 0). Absolute stiffness is checked per task.
+_MINIMUM_VALUE: dict[str, tuple[float, bool]] = {
+    "gravity": (-1.0, True), "damping": (-1.0, True), "stiffness": (-1.0, True),
+    "actuator_range": (0.0, False), "frictionloss": (0.0, True), "mass": (-1.0, False),
+    "friction": (-1.0, True), "action_noise": (0.0, True),
+}
+
+# Model fields any family writes; "opt.gravity" names model.opt.gravity.
+MODEL_FIELDS: tuple[str, ...] = (
+    "opt.gravity", "dof_damping", "jnt_stiffness", "qpos_spring", "actuator_ctrlrange",
+    "actuator_ctrllimited", "dof_frictionloss", "body_mass", "geom_friction",
+)
+
+_NOISE_STREAM = 0x6E6F6973  # mixed into the reset seed so action noise has its own random stream
+
+
+def check_family(family: str) -> None:
+    """Raise a ``DrorlError`` naming ``family`` and the valid families unless it is one of ``FAMILIES``."""
+    if family not in FAMILIES:
+        raise DrorlError(f"unknown perturbation family {family!r}; expected one of {', '.join(FAMILIES)}")
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One point of a perturbation sweep: a family from ``FAMILIES`` and its value."""
+
+    family: str
+    value: float
+
+    def __post_init__(self) -> None:
+        check_family(self.family)
+        value = float(self.value)
+        minimum, inclusive = _MINIMUM_VALUE[self.family]
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            bound = ">=" if inclusive else ">"
+            raise DrorlError(f"perturbation {self.family}={self.value}: value must be finite and {bound} {minimum:g}")
+        object.__setattr__(self, "value", value)
+
+    @property
+    def label(self) -> str:
+        """Short text such as ``gravity=0.1``, for tables, plots and progress bars."""
+        return f"{self.family}={self.value:g}"
+
+
+@dataclass(frozen=True)
+class JointTargets:
+    """Which joints the joint families act on for one task (joint ids, not DOF ids).
+
+    ``joints``: damping and friction loss act on these joints' DOFs. ``stiffness_joints``: the
+    stiffness family sets these joints' stiffness, as a scale of the nominal one when
+    ``stiffness_is_scale`` and as an absolute value otherwise; ``spring_reference``, when set, is
+    written to their ``qpos_spring`` entries (``None`` keeps the nominal reference).
+    """
+
+    joints: tuple[int, ...]
+    stiffness_joints: tuple[int, ...]
+    stiffness_is_scale: bool = False
+    spring_reference: float | None = None
+
+
+JOINT_TARGETS: dict[str, JointTargets] = {
+    "hopper": JointTargets(joints=(3, 4, 5), stiffness_joints=(3,), spring_reference=0.2),
+    "halfcheetah": JointTargets(joints=(3, 4, 5, 6, 7, 8), stiffness_joints=(3, 4, 5), stiffness_is_scale=True),
+    "walker2d": JointTargets(joints=(3, 4, 5, 6, 7, 8), stiffness_joints=(3, 4, 5, 6, 7, 8)),
+    "ant": JointTargets(joints=(1, 2, 3, 4, 5, 6, 7, 8), stiffness_joints=(1, 2, 3, 4, 5, 6, 7, 8)),
+    "inverted-pendulum": JointTargets(joints=(1,), stiffness_joints=(1,), spring_reference=0.1),
+}
+
+# Default sweep grids as (start, stop, step), both ends included. Gravity, damping, stiffness and
+# actuator range on the MuJoCo tasks are DR-BC's grids; the other families use one grid for all four
+# MuJoCo tasks (mass and friction in both directions, as in RRLS-style meshes).
+_SHARED_GRIDS: dict[str, tuple[float, float, float]] = {
+    "frictionloss": (0.0, 5.0, 0.5),
+    "mass": (-0.3, 0.3, 0.1),
+    "friction": (-0.5, 0.5, 0.1),
+    "action_noise": (0.0, 0.3, 0.05),
+}
+_GRIDS: dict[str, dict[str, tuple[float, float, float]]] = {
+    "hopper": {"gravity": (0.0, 0.2, 0.025), "damping": (0.0, 1.4, 0.2),
+               "stiffness": (0.0, 120.0, 10.0), "actuator_range": (0.95, 1.0, 0.005), **_SHARED_GRIDS},
+    "halfcheetah": {"gravity": (0.0, 0.4, 0.05), "damping": (0.0, 0.8, 0.1),
+                    "stiffness": (0.0, 0.5, 0.1), "actuator_range": (0.6, 1.0, 0.05), **_SHARED_GRIDS},
+    "walker2d": {"gravity": (0.0, 0.15, 0.025), "damping": (0.0, 1.4, 0.2),
+                 "stiffness": (0.0, 50.0, 5.0), "actuator_range": (0.95, 1.0, 0.005), **_SHARED_GRIDS},
+    "ant": {"gravity": (0.0, 0.15, 0.025), "damping": (0.0, 1.4, 0.2),
+            "stiffness": (0.0, 50.0, 5.0), "actuator_range": (0.95, 1.0, 0.005), **_SHARED_GRIDS},
+    # inverted-pendulum: grids reach from nominal to where the LQR expert (drorl.envs.scripted) fails;
+    # its nominal control range is +-3 and its pole touches nothing, so friction is inert.
+    "inverted-pendulum": {"gravity": (0.0, 4.0, 0.5), "damping": (0.0, 8.0, 1.0), "stiffness": (0.0, 20.0, 2.5),
+                          "actuator_range": (0.5, 3.0, 0.5), "frictionloss": (0.0, 4.0, 0.5),
+                          "mass": (-0.3, 0.3, 0.1), "friction": (-0.5, 0.5, 0.1), "action_noise": (0.0, 2.0, 0.25)},
+}
+
+
+def default_grid(task: str | TaskInfo, family: str) -> list[float]:
+    """The default sweep values of ``family`` on ``task`` (see the module docstring for their meaning)."""
+    check_family(family)
+    start, stop, step = _GRIDS[get_task(task).name][family]
+    count = int(round((stop - start) / step)) + 1
+    return [float(v) + 0.0 for v in np.round(start + step * np.arange(count), 6)]  # + 0.0 turns -0.0 into 0.0
+
+
+def parse_families(text: str) -> list[str]:
+    """Parse a comma-separated list of family names (``"gravity,damping"``), dropping repeats."""
+    names = [name.strip() for name in str(text).split(",") if name.strip()]
+    if not names:
+        raise DrorlError(f"no perturbation family given; expected a comma-separated list of {', '.join(FAMILIES)}")
+    for name in names:
+        check_family(name)
+    return list(dict.fromkeys(names))
+
+
+def model_field(model: Any, field: str) -> np.ndarray:
+    """The live (writable) array behind ``field`` of a MuJoCo model."""
+    return model.opt.gravity if field == "opt.gravity" else getattr(model, field)
+
+
+class PerturbedEnv(gymnasium.Wrapper):
+    """A MuJoCo Gymnasium env whose dynamics carry one ``Perturbation`` (or none), reset-safe.
+
+    ``set_perturbation`` writes the perturbation into the model at once and every ``reset`` writes
+    nominal values back and applies it again, so the model never drifts. ``restore_nominal`` writes
+    the nominal values back (the perturbation stays selected for the next reset); ``close`` does
+    the same before closing. Action noise draws from a generator seeded by ``reset(seed=...)``.
+    """
+
+    def __init__(self, env: gymnasium.Env, task: str | TaskInfo, perturbation: Perturbation | None = None):
+        super().__init__(env)
+        self.task = get_task(task)
+        model = env.unwrapped.model
+        targets = JOINT_TARGETS[self.task.name]
+        self._joint_dofs = model.jnt_dofadr[list(targets.joints)].copy()
+        self._stiffness_joints = np.array(targets.stiffness_joints)
+        self._stiffness_qpos = model.jnt_qposadr[self._stiffness_joints].copy()
+        self._targets = targets
+        nominal = {field: model_field(model, field).copy() for field in MODEL_FIELDS}
+        for array in nominal.values():
+            array.setflags(write=False)
+        self._nominal = MappingProxyType(nominal)
+        self._perturbation: Perturbation | None = None
+        self._noise_rng = np.random.default_rng()
+        self.set_perturbation(perturbation)
+
+    @property
+    def nominal(self) -> Mapping[str, np.ndarray]:
+        """Read-only copies of the nominal model fields, keyed by ``MODEL_FIELDS`` names."""
+        return self._nominal
+
+    @property
+    def perturbation(self) -> Perturbation | None:
+        """The perturbation applied at every reset (``None``: nominal dynamics)."""
+        return self._perturbation
+
+    def set_perturbation(self, perturbation: Perturbation | None) -> None:
+        """Select ``perturbation`` (``None`` for nominal) and write it into the model now."""
+        if (
+            perturbation is not None and perturbation.family == "stiffness"
+            and not self._targets.stiffness_is_scale and perturbation.value < 0
+        ):
+            raise DrorlError(f"perturbation {perturbation.label}: {self.task.name} stiffness is absolute, must be >= 0")
+        self._perturbation = perturbation
+        self._write_model()
+
+    def restore_nominal(self) -> None:
+        """Write every nominal model field back (the selected perturbation returns at the next reset)."""
+        model = self.env.unwrapped.model
+        for field, value in self._nominal.items():
+            np.copyto(model_field(model, field), value)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Restore nominal dynamics, apply the perturbation, then reset the wrapped env."""
+        if seed is not None:
+            self._noise_rng = np.random.default_rng([_NOISE_STREAM, seed])
+        self._write_model()
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict]:
+        """Step the wrapped env, adding Gaussian action noise (clipped to the action space) if selected."""
+        p = self._perturbation
+        if p is not None and p.family == "action_noise" and p.value > 0:
+            noisy = np.asarray(action) + self._noise_rng.normal(0.0, math.sqrt(p.value), np.shape(action))
+            action = np.clip(noisy, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
+        return self.env.step(action)
+
+    def close(self) -> None:
+        """Restore nominal dynamics, then close the wrapped env."""
+        self.restore_nominal()
+        super().close()
+
+    def _write_model(self) -> None:
+        """Write nominal values, then the selected perturbation, into the MuJoCo model."""
+        self.restore_nominal()
+        p = self._perturbation
+        if p is None:
+            return
+        model, nominal, v = self.env.unwrapped.model, self._nominal, p.value
+        if p.family == "gravity":
+            model.opt.gravity[2] = nominal["opt.gravity"][2] * (1.0 + v)
+        elif p.family == "damping":
+            model.dof_damping[self._joint_dofs] = nominal["dof_damping"][self._joint_dofs] * (1.0 + v)
+        elif p.family == "stiffness":
+            joints = self._stiffness_joints
+            scaled = nominal["jnt_stiffness"][joints] * (1.0 + v)
+            model.jnt_stiffness[joints] = scaled if self._targets.stiffness_is_scale else v
+            if self._targets.spring_reference is not None:
+                model.qpos_spring[self._stiffness_qpos] = self._targets.spring_reference
+        elif p.family == "actuator_range":
+            model.actuator_ctrlrange[:] = (-v, v)
+            model.actuator_ctrllimited[:] = 1
+        elif p.family == "frictionloss":
+            model.dof_frictionloss[self._joint_dofs] = v
+        elif p.family == "mass":
+            model.body_mass[1:] = nominal["body_mass"][1:] * (1.0 + v)
+        elif p.family == "friction":
+            model.geom_friction[:, 0] = nominal["geom_friction"][:, 0] * (1.0 + v)
+        # action_noise changes no model field: it is applied in step().
