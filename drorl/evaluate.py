@@ -10,19 +10,17 @@ other points are evaluated alongside it.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from drorl.envs import Perturbation, PerturbedEnv, default_grid, get_task, make_env, parse_families
 from drorl.envs.tasks import TaskInfo
 from drorl.errors import DrorlError
 from drorl.io_utils import write_json_atomic
+from drorl.progress import progress_bar
 
 BatchedPolicy = Callable[[np.ndarray], np.ndarray]
 SinglePolicy = Callable[[np.ndarray], np.ndarray]
@@ -53,18 +51,6 @@ def _batch_width(jobs: int, num_policies: int, max_envs: int) -> int:
     """Envs per policy in one chunk: as many as fit in ``max_envs``, balanced so the last chunk is full-ish."""
     chunks = math.ceil(jobs / max(1, max_envs // num_policies))
     return math.ceil(jobs / chunks)
-
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(finished_episodes)``; draw a Rich progress bar on stderr when ``enabled``."""
-    if not enabled:
-        yield lambda count: None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task_id = bar.add_task(description, total=total)
-        yield lambda count: bar.advance(task_id, count)
 
 
 def _policy_actions(policy_fn: BatchedPolicy, obs: np.ndarray, act_dim: int) -> np.ndarray:
@@ -138,7 +124,7 @@ def run_episodes(
     try:
         envs.extend([make_env(info) for _ in range(width)] for _ in range(num_policies))
         description = f"evaluating {info.name} ({num_policies} x {len(jobs)} episodes)"
-        with _progress_bar(progress, description, num_policies * len(jobs)) as advance:
+        with progress_bar(description, num_policies * len(jobs), enabled=progress, unit="episodes") as advance:
             for first in range(0, len(jobs), width):
                 chunk = jobs[first:first + width]
                 starts = [(perturbations[p], seeds[e]) for p, e in chunk]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterator
 
+from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
@@ -24,13 +25,13 @@ class _RateColumn(TextColumn):
 @contextlib.contextmanager
 def progress_bar(description: str, total: int, completed: int = 0, enabled: bool = True,
                  unit: str = "it") -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)``; shows description, bar, done/total, rate, elapsed and ETA."""
+    """Yield ``advance(n)``; draws description, bar, done/total, rate, elapsed and ETA on stderr."""
     if not enabled:
         yield lambda n: None
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TaskProgressColumn(), _RateColumn(unit), TimeElapsedColumn(), TextColumn("eta"),
                TimeRemainingColumn()]
-    with Progress(*columns, transient=False) as bar:
+    with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task(description, total=total, completed=completed)
         yield lambda n: bar.advance(task, n)

@@ -29,11 +29,16 @@ def reference_scores(metadata: dict[str, Any], task: str) -> tuple[float, float,
     return info.d4rl_ref_min, info.d4rl_ref_max, "D4RL constants"
 
 
-def task_of(dataset: Dataset, env: str | None) -> str | None:
-    if env:
-        return get_task(env).name
-    name = dataset.metadata.get("env")
-    return get_task(name).name if name else None
+def task_of(dataset: Dataset, env: str | None, source: str = "dataset") -> str | None:
+    """The task to evaluate on (``--env`` first, else the dataset's metadata), checked against the data."""
+    name = env or dataset.metadata.get("env")
+    if not name:
+        return None
+    info = get_task(name)
+    if (dataset.obs_dim, dataset.act_dim) != (info.obs_dim, info.act_dim):
+        raise DrorlError(f"{source}: observations have {dataset.obs_dim} columns and actions {dataset.act_dim}; "
+                         f"task {info.name} expects {info.obs_dim} and {info.act_dim}")
+    return info.name
 
 
 def spec_for(dataset: Dataset, task: str | None) -> Spec:
@@ -64,7 +69,7 @@ def run_training(algo_name: str, dataset_id: str, *, env: str | None, steps: int
     algo = algos.get(algo_name)
     config = config_with_overrides(algo.Config, overrides)
     dataset, name, _ = resolve(dataset_id, progress=progress)
-    task = task_of(dataset, env)
+    task = task_of(dataset, env, name)
     if eval_every > 0 and task is None:
         raise DrorlError("--eval-every needs a task: pass --env (the dataset's metadata names none)")
     evaluator = None

@@ -78,7 +78,10 @@ def test_bad_dataset_refused_with_one_line_and_no_output(tmp_path, monkeypatch, 
     assert code != 0 and expected in err
 
 
-def test_user_mistakes_are_one_line_errors(tmp_path, monkeypatch, capsys):
+def test_user_mistakes_are_one_line_errors(tmp_path, monkeypatch, capsys, small_dataset):
+    from drorl.data.hdf5 import write_hdf5
+
+    small = write_hdf5(small_dataset, tmp_path / "small.hdf5")
     cases = [
         (("train", "nope", "--dataset", "x"), "unknown algorithm 'nope'"),
         (("datasets", "generate", "moon", "random"), "unknown task 'moon'"),
@@ -86,6 +89,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path, monkeypatch, capsys):
         (("datasets", "info", "hopper-florp"), "not a dataset name"),
         (("train", "bc", "--dataset", "hopper-random", "--seeds", "a,b"), "--seeds a,b"),
         (("evaluate", str(tmp_path)), "not a run directory"),
+        (("train", "bc", "--dataset", str(small), "--env", "hopper"), "task hopper expects 11 and 3"),
     ]
     for args, expected in cases:
         code, _, err = run_cli(monkeypatch, capsys, *args)
