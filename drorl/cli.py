@@ -209,7 +209,18 @@ def algorithms_cmd():
         console.print(f"[bold]{name}[/bold]: {fields}")
 
 
+def _enable_compilation_cache() -> None:
+    """Reuse compiled programs across runs (JAX's persistent cache), unless the user configured it."""
+    import os
+
+    from drorl.data.registry import data_dir
+
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(data_dir() / "jax-cache"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
 def main() -> None:
+    _enable_compilation_cache()
     try:
         app()
     except DrorlError as exc:
