@@ -152,6 +152,45 @@ def train_cmd(
     console.print(f"run written to {run_dir}")
 
 
+@app.command("train-online")
+def train_online_cmd(
+    algo: str = typer.Argument("sac", help="Online algorithm (sac)."),
+    env: str = typer.Option(..., help="Task: hopper, halfcheetah, walker2d, ant or inverted-pendulum."),
+    steps: int = typer.Option(1_000_000, help="Environment steps in total."),
+    seed: int = typer.Option(0, help="Seed of environments, exploration and initialisation."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default runs/ALGO-ENV-sSEED); an existing run "
+                                                  "there resumes from its latest checkpoint."),
+    num_envs: int = typer.Option(1, help="Environments stepped together."),
+    start_steps: int = typer.Option(10_000, help="Uniform random actions for this many steps first."),
+    update_every: int = typer.Option(50, help="Env steps between compiled update calls."),
+    updates_per_step: float = typer.Option(1.0, help="Gradient updates per environment step."),
+    buffer_size: int = typer.Option(1_000_000, help="Replay buffer capacity."),
+    eval_every: int = typer.Option(10_000, help="Env steps between evaluations and actor snapshots (0: off)."),
+    eval_episodes: int = typer.Option(10, help="Episodes per evaluation."),
+    checkpoint_every: int = typer.Option(50_000, help="Env steps between full checkpoints (with the buffer)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field: --set actor_lr=1e-3."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Train an online algorithm (SAC): how drorl's behaviour policies are made. Resumable."""
+    from drorl import algos
+    from drorl.algos.base import config_with_overrides
+    from drorl.envs import get_task
+    from drorl.online import OnlineSettings, train_online
+
+    if min(steps, num_envs, update_every, buffer_size, checkpoint_every, eval_episodes) <= 0 or eval_every < 0:
+        raise DrorlError("--steps, --num-envs, --update-every, --buffer-size, --checkpoint-every and "
+                         "--eval-episodes must be positive, --eval-every >= 0")
+    config = config_with_overrides(algos.get(algo).Config, _parse_sets(set_))
+    task = get_task(env).name
+    settings = OnlineSettings(env_steps=steps, seed=seed, num_envs=num_envs, start_steps=start_steps,
+                              update_every=update_every, updates_per_step=updates_per_step,
+                              buffer_size=buffer_size, eval_every=eval_every, eval_episodes=eval_episodes,
+                              checkpoint_every=checkpoint_every)
+    _, run_dir = train_online(algo, task, out or Path("runs") / f"{algo}-{task}-s{seed}", settings,
+                              config=config, progress=not quiet)
+    console.print(f"run written to {run_dir}")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory written by drorl train."),

@@ -9,6 +9,7 @@ from drorl.errors import DrorlError
 
 _MODULES = {
     "bc": "drorl.algos.bc",
+    "sac": "drorl.algos.sac",
 }
 
 

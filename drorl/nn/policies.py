@@ -58,3 +58,16 @@ def tanh_gaussian_log_prob(mean: jnp.ndarray, log_std: jnp.ndarray, action: jnp.
 
 def tanh_gaussian_sample(mean: jnp.ndarray, log_std: jnp.ndarray, key: jax.Array) -> jnp.ndarray:
     return jnp.tanh(mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape))
+
+
+def tanh_gaussian_sample_and_log_prob(mean: jnp.ndarray, log_std: jnp.ndarray,
+                                      key: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """A reparameterised sample a = tanh(u) and its log-probability, computed from u (no artanh).
+
+    log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)) keeps the Jacobian term exact near |a| = 1.
+    """
+    noise = jax.random.normal(key, mean.shape)
+    u = mean + jnp.exp(log_std) * noise
+    gaussian = -0.5 * noise**2 - log_std - 0.5 * jnp.log(2.0 * jnp.pi)
+    log_jacobian = 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+    return jnp.tanh(u), jnp.sum(gaussian - log_jacobian, axis=-1)

@@ -1,0 +1,158 @@
+"""Soft actor-critic (Haarnoja et al. 2018, with the learned temperature of the 2019 version).
+
+Used online to train the behaviour policies that generate drorl's datasets, and usable as an
+algorithm of its own through ``drorl train-online``. Twin critics are one vectorised ensemble.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from drorl.algos.base import Scaler, Spec
+from drorl.nn.critics import CriticEnsemble
+from drorl.nn.policies import TanhGaussianPolicy, tanh_gaussian_sample_and_log_prob
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """SAC hyper-parameters (defaults: the SAC paper's, as in SpinningUp and jaxrl).
+
+    Attributes:
+        hidden_dims: widths of the actor's and each critic's hidden layers.
+        actor_lr, critic_lr, temperature_lr: Adam learning rates.
+        gamma: discount.
+        tau: Polyak rate of the target critics.
+        batch_size: transitions per update.
+        num_critics: critics in the ensemble; the target takes their minimum.
+        init_temperature: initial entropy coefficient alpha.
+        target_entropy: entropy target; None means -|A|.
+    """
+
+    hidden_dims: tuple[int, ...] = (256, 256)
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    temperature_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    batch_size: int = 256
+    num_critics: int = 2
+    init_temperature: float = 1.0
+    target_entropy: float | None = None
+
+
+@flax.struct.dataclass
+class State:
+    actor: Any
+    actor_opt: Any
+    critic: Any
+    critic_opt: Any
+    target_critic: Any
+    log_temperature: jnp.ndarray
+    temperature_opt: Any
+    scaler: Scaler
+    step: jnp.ndarray
+    config: Config = flax.struct.field(pytree_node=False)
+    act_dim: int = flax.struct.field(pytree_node=False)
+
+
+def _networks(config: Config, act_dim: int) -> tuple[TanhGaussianPolicy, CriticEnsemble]:
+    return TanhGaussianPolicy(config.hidden_dims, act_dim), CriticEnsemble(config.hidden_dims, config.num_critics)
+
+
+def init(config: Config, spec: Spec, key: jax.Array) -> State:
+    actor_net, critic_net = _networks(config, spec.act_dim)
+    k_actor, k_critic = jax.random.split(key)
+    obs = jnp.zeros((1, spec.obs_dim), jnp.float32)
+    act = jnp.zeros((1, spec.act_dim), jnp.float32)
+    actor = actor_net.init(k_actor, obs)
+    critic = critic_net.init(k_critic, obs, act)
+    log_temperature = jnp.log(jnp.asarray(config.init_temperature, jnp.float32))
+    return State(actor=actor, actor_opt=optax.adam(config.actor_lr).init(actor), critic=critic,
+                 critic_opt=optax.adam(config.critic_lr).init(critic),
+                 target_critic=jax.tree_util.tree_map(jnp.copy, critic),  # own buffers: states are donated
+                 log_temperature=log_temperature,
+                 temperature_opt=optax.adam(config.temperature_lr).init(log_temperature),
+                 scaler=Scaler.from_spec(spec), step=jnp.zeros((), jnp.int32), config=config,
+                 act_dim=spec.act_dim)
+
+
+def target_entropy(config: Config, act_dim: int) -> float:
+    return -float(act_dim) if config.target_entropy is None else config.target_entropy
+
+
+def critic_loss(q: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
+    """sum_i E[(Q_i(s, a) - y)^2],  y = r + gamma (1 - d) (min_j Qbar_j(s', a') - alpha log pi(a'|s'))."""
+    return jnp.mean((q - target[None]) ** 2, axis=1).sum()
+
+
+def actor_loss(log_prob: jnp.ndarray, q_min: jnp.ndarray, temperature: jnp.ndarray) -> jnp.ndarray:
+    """E_s E_{a~pi}[ alpha log pi(a|s) - min_i Q_i(s, a) ] (reparameterised)."""
+    return jnp.mean(temperature * log_prob - q_min)
+
+
+def temperature_loss(log_temperature: jnp.ndarray, log_prob: jnp.ndarray, entropy_target: float) -> jnp.ndarray:
+    """-log(alpha) E[log pi(a|s) + H_target]: raises alpha when the entropy falls below its target."""
+    return -log_temperature * jnp.mean(jax.lax.stop_gradient(log_prob) + entropy_target)
+
+
+def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
+    config = state.config
+    actor_net, critic_net = _networks(config, state.act_dim)
+    obs = state.scaler.observation(batch["observations"])
+    next_obs = state.scaler.observation(batch["next_observations"])
+    actions = state.scaler.to_unit_action(batch["actions"])
+    k_next, k_pi = jax.random.split(key)
+    temperature = jnp.exp(state.log_temperature)
+
+    next_mean, next_log_std = actor_net.apply(state.actor, next_obs)
+    next_actions, next_log_prob = tanh_gaussian_sample_and_log_prob(next_mean, next_log_std, k_next)
+    next_q = critic_net.apply(state.target_critic, next_obs, next_actions).min(axis=0)
+    target = batch["rewards"] + config.gamma * (1.0 - batch["terminals"]) * (next_q - temperature * next_log_prob)
+    target = jax.lax.stop_gradient(target)
+
+    def critic_objective(params):
+        q = critic_net.apply(params, obs, actions)
+        return critic_loss(q, target), q
+
+    (c_loss, q), c_grads = jax.value_and_grad(critic_objective, has_aux=True)(state.critic)
+    c_updates, critic_opt = optax.adam(config.critic_lr).update(c_grads, state.critic_opt, state.critic)
+    critic = optax.apply_updates(state.critic, c_updates)
+
+    def actor_objective(params):
+        mean, log_std = actor_net.apply(params, obs)
+        pi_actions, log_prob = tanh_gaussian_sample_and_log_prob(mean, log_std, k_pi)
+        q_pi = critic_net.apply(critic, obs, pi_actions).min(axis=0)
+        return actor_loss(log_prob, q_pi, temperature), log_prob
+
+    (a_loss, log_prob), a_grads = jax.value_and_grad(actor_objective, has_aux=True)(state.actor)
+    a_updates, actor_opt = optax.adam(config.actor_lr).update(a_grads, state.actor_opt, state.actor)
+    actor = optax.apply_updates(state.actor, a_updates)
+
+    entropy_target = target_entropy(config, state.act_dim)
+    t_loss, t_grad = jax.value_and_grad(temperature_loss)(state.log_temperature, log_prob, entropy_target)
+    t_update, temperature_opt = optax.adam(config.temperature_lr).update(t_grad, state.temperature_opt)
+    log_temperature = optax.apply_updates(state.log_temperature, t_update)
+
+    target_critic = optax.incremental_update(critic, state.target_critic, config.tau)
+    metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "temperature_loss": t_loss,
+               "temperature": temperature, "entropy": -jnp.mean(log_prob), "q_mean": jnp.mean(q)}
+    new_state = state.replace(actor=actor, actor_opt=actor_opt, critic=critic, critic_opt=critic_opt,
+                              target_critic=target_critic, log_temperature=log_temperature,
+                              temperature_opt=temperature_opt, step=state.step + 1)
+    return new_state, metrics
+
+
+def act(state: State, obs: jnp.ndarray, key: jax.Array, deterministic: bool = True) -> jnp.ndarray:
+    actor_net, _ = _networks(state.config, state.act_dim)
+    mean, log_std = actor_net.apply(state.actor, state.scaler.observation(obs))
+    if deterministic:
+        unit = jnp.tanh(mean)
+    else:
+        unit, _ = tanh_gaussian_sample_and_log_prob(mean, log_std, key)
+    return state.scaler.from_unit_action(unit)
