@@ -17,6 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Distributionally robust and pessimistic RL from fixed data.")
 datasets_app = typer.Typer(no_args_is_help=True, help="Generate, inspect, import and export offline datasets.")
 app.add_typer(datasets_app, name="datasets")
+zoo_app = typer.Typer(no_args_is_help=True, help="The behaviour-policy zoo that generates the datasets.")
+app.add_typer(zoo_app, name="zoo")
 console = Console()
 
 
@@ -43,8 +45,8 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
 @datasets_app.command("generate")
 def datasets_generate(
     task: str = typer.Argument(..., help="hopper, halfcheetah, walker2d, ant or inverted-pendulum."),
-    kind: str = typer.Argument(..., help="random, expert, expert-demos (medium, medium-replay, medium-expert, "
-                                         "mixed need the behaviour-policy zoo)."),
+    kind: str = typer.Argument(..., help="random, medium, expert, medium-replay, medium-expert, mixed or "
+                                         "expert-demos (all but random use the behaviour-policy zoo)."),
     transitions: Optional[int] = typer.Option(None, help="Rows to collect (default 1,000,000)."),
     episodes: Optional[int] = typer.Option(None, help="Whole episodes, for expert-demos (default 10)."),
     seed: int = typer.Option(0, help="Seed of the environments and the behaviour policy's noise."),
@@ -124,6 +126,33 @@ def datasets_export_minari(
     console.print(f"created Minari dataset {created}")
 
 
+@zoo_app.command("list")
+def zoo_list():
+    """The zoo's policies with their measured returns."""
+    from drorl import zoo
+
+    table = Table(title=f"behaviour-policy zoo ({zoo.zoo_dir()})")
+    for col in ("id", "task", "kind", "return (mean ± std)", "training steps"):
+        table.add_column(col)
+    for e in zoo.manifest():
+        table.add_row(e.id, e.task, e.kind, f"{e.return_mean:.1f} ± {e.return_std:.1f}", f"{e.training_steps:,}")
+    console.print(table)
+
+
+@zoo_app.command("build")
+def zoo_build(
+    run_dir: Path = typer.Argument(..., help="A drorl train-online sac run directory with actor snapshots."),
+    medium_fraction: float = typer.Option(1 / 3, help="Medium policy: return closest to this x the expert's."),
+    replay_snapshots: int = typer.Option(5, help="Snapshots before the medium policy kept for medium-replay."),
+    episodes: int = typer.Option(10, help="Stochastic episodes per measured return."),
+):
+    """Pick expert, medium and replay snapshots from a SAC run and write them into the zoo ($DRORL_ZOO)."""
+    from drorl.zoo.build import build
+
+    for e in build(run_dir, medium_fraction=medium_fraction, replay_snapshots=replay_snapshots, episodes=episodes):
+        console.print(f"{e.id}: {e.return_mean:.1f} ± {e.return_std:.1f} (step {e.training_steps:,})")
+
+
 @app.command("train")
 def train_cmd(
     algo: str = typer.Argument(..., help="Algorithm name (drorl train --help lists them below)."),
@@ -193,24 +222,31 @@ def train_online_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    run_dir: Path = typer.Argument(..., help="A run directory written by drorl train."),
+    run_dir: str = typer.Argument(..., help="A run directory written by drorl train, or zoo:POLICY_ID."),
     sweep: str = typer.Option("", help="Perturbation families, comma-separated: gravity, damping, stiffness, "
                                        "actuator_range, frictionloss, mass, friction, action_noise."),
     episodes: int = typer.Option(10, help="Episodes per seed and grid point."),
     env: Optional[str] = typer.Option(None, help="Task (default: the run's)."),
     seed: int = typer.Option(0, help="Seed of the evaluation episodes' initial states."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    out: Optional[Path] = typer.Option(None, help="eval.json path (default RUN_DIR/eval.json, "
+                                                  "runs/zoo/POLICY_ID/eval.json for a zoo policy)."),
 ):
-    """Evaluate a run on the nominal task and under perturbation sweeps; writes RUN_DIR/eval.json."""
-    from drorl.runs import evaluate_run
+    """Evaluate a run (or a zoo policy) nominally and under perturbation sweeps; writes eval.json."""
+    from drorl.report import print_eval_table
+    from drorl.runs import evaluate_run, evaluate_zoo_policy
 
     if episodes <= 0:
         raise DrorlError(f"--episodes {episodes}: expected a positive number")
-    from drorl.report import print_eval_table
-
-    result = evaluate_run(run_dir, sweep, episodes=episodes, env=env, seed=seed, progress=not quiet)
+    if run_dir.startswith("zoo:"):
+        policy_id = run_dir[len("zoo:"):]
+        out = out or Path("runs") / "zoo" / policy_id / "eval.json"
+        result = evaluate_zoo_policy(policy_id, sweep, episodes=episodes, seed=seed, out=out, progress=not quiet)
+    else:
+        out = out or Path(run_dir) / "eval.json"
+        result = evaluate_run(run_dir, sweep, episodes=episodes, env=env, seed=seed, out=out, progress=not quiet)
     print_eval_table(result, console=console)
-    console.print(f"wrote {Path(run_dir) / 'eval.json'}")
+    console.print(f"wrote {out}")
 
 
 @app.command("plot")

@@ -11,6 +11,7 @@ import numpy as np
 from drorl import algos
 from drorl.algos.base import Spec, config_with_overrides
 from drorl.data.dataset import Dataset
+from drorl.data.generate import reference_returns
 from drorl.data.registry import resolve
 from drorl.envs import get_task, make_env
 from drorl.errors import DrorlError
@@ -85,7 +86,7 @@ def run_training(algo_name: str, dataset_id: str, *, env: str | None, steps: int
 
 
 def evaluate_run(run_dir: str | Path, sweep: str, *, episodes: int, env: str | None = None, seed: int = 0,
-                 progress: bool = True) -> dict[str, Any]:
+                 out: Path | None = None, progress: bool = True) -> dict[str, Any]:
     from drorl.envs.perturbations import parse_families
     from drorl.evaluate import evaluate_sweeps, write_eval_json
 
@@ -101,5 +102,25 @@ def evaluate_run(run_dir: str | Path, sweep: str, *, episodes: int, env: str | N
     result["reference"] = {"min": ref_min, "max": ref_max, "source": source}
     result["algorithm"] = record["algorithm"]
     result["seeds"] = record["seeds"]
-    write_eval_json(run_dir / "eval.json", result)
+    write_eval_json(out or run_dir / "eval.json", result)
+    return json.loads(json.dumps(result))
+
+
+def evaluate_zoo_policy(policy_id: str, sweep: str, *, episodes: int, seed: int = 0, out: Path,
+                        progress: bool = True) -> dict[str, Any]:
+    """Evaluate a zoo policy the way its manifest return was measured (stochastic actions)."""
+    from drorl import zoo
+    from drorl.envs.perturbations import parse_families
+    from drorl.evaluate import evaluate_sweeps, write_eval_json
+
+    entry = zoo.get(policy_id)
+    policy = zoo.load_policy(policy_id, stochastic=True, seed=seed)
+    families = parse_families(sweep) if sweep else []
+    ref = reference_returns(entry.task)
+    result = evaluate_sweeps(lambda obs: policy(obs[0])[None], 1, entry.task, families, episodes, seed=seed,
+                             ref_min=ref["ref_min_score"], ref_max=ref["ref_max_score"],
+                             reference_source=ref["ref_source"], progress=progress)
+    result["policy"] = policy_id
+    result["manifest_return"] = {"mean": entry.return_mean, "std": entry.return_std}
+    write_eval_json(out, result)
     return json.loads(json.dumps(result))

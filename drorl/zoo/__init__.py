@@ -1,0 +1,144 @@
+"""The behaviour-policy zoo: small msgpack policy files shipped inside the package, and a manifest.
+
+A policy file holds an actor's parameters and what is needed to run it (algorithm, task, network
+widths, input/output scaling); it is read with msgpack only, never pickle. The manifest lists every
+policy with its task, kind (expert, medium, replay snapshot), measured return (mean and std over
+10 stochastic episodes), training steps, seed and the command that trained it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from drorl.errors import DrorlError
+from drorl.io_utils import write_bytes_atomic, write_json_atomic
+from drorl.nn.policies import TanhGaussianPolicy, tanh_gaussian_sample_and_log_prob
+
+POLICY_FORMAT = "drorl-policy/1"
+ZOO_DIR = Path(str(resources.files("drorl.zoo")))
+
+
+def zoo_dir() -> Path:
+    """The zoo in use: ``$DRORL_ZOO`` if set (a zoo of your own), else the one shipped in the package."""
+    return Path(os.environ["DRORL_ZOO"]) if os.environ.get("DRORL_ZOO") else ZOO_DIR
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooEntry:
+    """One manifest row. ``order`` sorts the replay snapshots of a task by training step."""
+
+    id: str
+    task: str
+    kind: str
+    file: str
+    return_mean: float
+    return_std: float
+    episodes: int
+    training_steps: int
+    seed: int
+    algorithm: str
+    command: str
+    order: int = 0
+
+    @property
+    def path(self) -> Path:
+        return zoo_dir() / "policies" / self.file
+
+
+def manifest_path(directory: Path | None = None) -> Path:
+    return (directory or zoo_dir()) / "manifest.json"
+
+
+def manifest(directory: Path | None = None) -> list[ZooEntry]:
+    path = manifest_path(directory)
+    if not path.is_file():
+        return []
+    return [ZooEntry(**row) for row in json.loads(path.read_text())["policies"]]
+
+
+def entries(task: str, kind: str | None = None) -> list[ZooEntry]:
+    rows = [e for e in manifest() if e.task == task and (kind is None or e.kind == kind)]
+    return sorted(rows, key=lambda e: e.order)
+
+
+def get(policy_id: str) -> ZooEntry:
+    for entry in manifest():
+        if entry.id == policy_id:
+            return entry
+    known = ", ".join(e.id for e in manifest()) or "none yet"
+    raise DrorlError(f"zoo policy {policy_id!r} not found; available: {known}")
+
+
+def write_manifest(rows: list[ZooEntry], directory: Path | None = None) -> None:
+    write_json_atomic(manifest_path(directory), {"policies": [dataclasses.asdict(r) for r in rows]})
+
+
+def save_policy(path: Path, *, algorithm: str, task: str, hidden_dims: tuple[int, ...], params: Any,
+                scaler: Any) -> Path:
+    """Write an actor as a policy file (msgpack, atomically)."""
+    payload = {
+        "format": POLICY_FORMAT, "algorithm": algorithm, "task": task,
+        "hidden_dims": list(hidden_dims),
+        "params": flax.serialization.to_state_dict(jax.device_get(params)),
+        "scaler": {k: np.asarray(v) for k, v in flax.serialization.to_state_dict(scaler).items()},
+    }
+    write_bytes_atomic(path, flax.serialization.msgpack_serialize(payload))
+    return path
+
+
+class BehaviourPolicy:
+    """A tanh-Gaussian actor loaded from a policy file, acting on batches of observations.
+
+    ``__call__(obs [N, obs_dim]) -> actions [N, act_dim]`` (NumPy). Stochastic policies sample
+    with a key derived from ``seed`` and a call counter, so a rollout is reproducible.
+    """
+
+    def __init__(self, path: str | Path, stochastic: bool = True, seed: int = 0):
+        path = Path(path)
+        try:
+            raw = flax.serialization.msgpack_restore(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise DrorlError(f"{path}: not a readable policy file ({exc.__class__.__name__})") from None
+        if not isinstance(raw, dict) or raw.get("format") != POLICY_FORMAT:
+            raise DrorlError(f"{path}: not a drorl policy file (expected format {POLICY_FORMAT!r})")
+        self.task = raw["task"]
+        self.algorithm = raw["algorithm"]
+        scaler = {k: jnp.asarray(v, jnp.float32) for k, v in raw["scaler"].items()}
+        self.act_dim = int(scaler["action_low"].shape[0])
+        self.obs_dim = int(scaler["obs_mean"].shape[0])
+        net = TanhGaussianPolicy(tuple(int(h) for h in raw["hidden_dims"]), self.act_dim)
+        params = jax.tree_util.tree_map(jnp.asarray, raw["params"])
+        self.stochastic = stochastic
+        self._key = jax.random.PRNGKey(seed)
+        self._calls = 0
+
+        def act(obs, key):
+            mean, log_std = net.apply(params, (obs - scaler["obs_mean"]) / scaler["obs_std"])
+            unit = tanh_gaussian_sample_and_log_prob(mean, log_std, key)[0] if stochastic else jnp.tanh(mean)
+            low, high = scaler["action_low"], scaler["action_high"]
+            return low + 0.5 * (unit + 1.0) * (high - low)
+
+        self._act = jax.jit(act)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        key = jax.random.fold_in(self._key, self._calls)
+        self._calls += 1
+        return np.asarray(self._act(jnp.asarray(obs, jnp.float32), key))
+
+
+def load_policy(policy_id: str, stochastic: bool = True, seed: int = 0) -> BehaviourPolicy:
+    """A zoo policy by id (``hopper-expert``) or a path to a policy file."""
+    path = Path(policy_id)
+    if not path.is_file():
+        path = get(policy_id).path
+    return BehaviourPolicy(path, stochastic=stochastic, seed=seed)

@@ -1,0 +1,114 @@
+"""Building the zoo from an online training run: evaluate its actor snapshots, pick the expert,
+the medium policy (about a third of the expert's return) and the replay snapshots before it,
+write them as policy files and record their measured returns in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from drorl import algos, checkpoint, zoo
+from drorl.errors import DrorlError
+from drorl.evaluate import run_episodes
+from drorl.online import online_spec
+
+MANIFEST_EPISODES = 10
+
+
+def load_snapshots(run_dir: Path) -> tuple[dict[str, Any], list[int], Any, Any]:
+    """config.json, the snapshot steps, and the actors (stacked on a leading axis) and scaler."""
+    record = json.loads((run_dir / "config.json").read_text())
+    if record.get("algorithm") != "sac":
+        raise DrorlError(f"{run_dir}: zoo policies come from SAC runs (drorl train-online sac); this run is "
+                         f"{record.get('algorithm')!r}")
+    algo = algos.get("sac")
+    config = algo.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()})
+    state = algo.init(config, online_spec(record["env"]), jax.random.PRNGKey(0))
+    paths = checkpoint.list_checkpoints(run_dir / "snapshots")
+    if not paths:
+        raise DrorlError(f"{run_dir}: no actor snapshots in {run_dir / 'snapshots'}")
+    steps, actors = [], []
+    scaler = state.scaler
+    for path in paths:
+        step, saved = checkpoint.load(path, {"actor": state.actor, "scaler": state.scaler})
+        steps.append(step)
+        actors.append(saved["actor"])
+        scaler = saved["scaler"]
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *actors)
+    return record, steps, stacked, scaler
+
+
+def evaluate_stacked(record: dict, actors: Any, scaler: Any, episodes: int, seed: int) -> np.ndarray:
+    """Mean stochastic return of every stacked actor: [S], all snapshots in one batched rollout."""
+    algo = algos.get("sac")
+    config = algo.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()})
+    template = algo.init(config, online_spec(record["env"]), jax.random.PRNGKey(0)).replace(scaler=scaler)
+    num = jax.tree_util.tree_leaves(actors)[0].shape[0]
+    acting = jax.jit(jax.vmap(lambda actor, obs, key: algo.act(template.replace(actor=actor), obs, key, False),
+                              in_axes=(0, 0, 0)))
+    calls = [0]
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), calls[0]), num)
+        calls[0] += 1
+        return np.asarray(acting(actors, jnp.asarray(obs), keys))
+
+    return run_episodes(policy, num, record["env"], [None], episodes, seed=seed)[:, 0].mean(axis=1)
+
+
+def choose(steps: list[int], returns: np.ndarray, medium_fraction: float, replay_snapshots: int) -> dict:
+    """Indices of the expert (best return), the medium snapshot (return closest to
+    ``medium_fraction`` x expert's, trained no longer than the expert) and the replay snapshots
+    (evenly spaced among those before the medium one)."""
+    expert = int(np.argmax(returns))
+    before = [i for i in range(len(steps)) if steps[i] <= steps[expert]]
+    medium = min(before, key=lambda i: abs(returns[i] - medium_fraction * returns[expert]))
+    earlier = [i for i in range(len(steps)) if steps[i] < steps[medium]]
+    if earlier:
+        picks = np.unique(np.linspace(0, len(earlier) - 1, min(replay_snapshots, len(earlier))).round().astype(int))
+        replay = [earlier[j] for j in picks]
+    else:
+        replay = []
+    return {"expert": expert, "medium": medium, "replay": replay}
+
+
+def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots: int = 5,
+          episodes: int = MANIFEST_EPISODES, zoo_dir: Path | None = None, seed: int = 0) -> list[zoo.ZooEntry]:
+    """Write the zoo policies of one SAC run and replace its task's rows of the manifest."""
+    run_dir = Path(run_dir)
+    zoo_dir = zoo_dir or zoo.zoo_dir()
+    record, steps, actors, scaler = load_snapshots(run_dir)
+    task = record["env"]
+    returns = evaluate_stacked(record, actors, scaler, episodes, seed=1000 + seed)
+    picks = choose(steps, returns, medium_fraction, replay_snapshots)
+    chosen = [("expert", picks["expert"], 0), ("medium", picks["medium"], 0)]
+    chosen += [("replay", i, k) for k, i in enumerate(picks["replay"])]
+    online = record["online"]
+    command = (f"drorl train-online sac --env {task} --steps {online['env_steps']} --seed {online['seed']} "
+               f"--out RUN && drorl zoo build RUN")
+    rows = []
+    for kind, index, order in chosen:
+        name = f"{task}-{kind}" + (f"-{order}" if kind == "replay" else "")
+        path = zoo.save_policy(zoo_dir / "policies" / f"{name}.msgpack", algorithm="sac", task=task,
+                               hidden_dims=tuple(record["config"]["hidden_dims"]),
+                               params=jax.tree_util.tree_map(lambda x: x[index], actors), scaler=scaler)
+        measured = measure(path, task, episodes, seed=2000 + seed)
+        rows.append(zoo.ZooEntry(id=name, task=task, kind=kind, file=path.name, return_mean=measured[0],
+                                 return_std=measured[1], episodes=episodes, training_steps=steps[index],
+                                 seed=online["seed"], algorithm="sac", command=command, order=order))
+    kept = [row for row in zoo.manifest(zoo_dir) if row.task != task]
+    zoo.write_manifest(kept + rows, zoo_dir)
+    return rows
+
+
+def measure(path: Path, task: str, episodes: int, seed: int) -> tuple[float, float]:
+    """Mean and std of the stochastic return of a policy file: the manifest's numbers."""
+    policy = zoo.BehaviourPolicy(path, stochastic=True, seed=seed)
+    returns = run_episodes(lambda obs: policy(obs[0])[None], 1, task, [None], episodes, seed=seed)[0, 0]
+    return float(returns.mean()), float(returns.std())
