@@ -50,9 +50,13 @@ def datasets_generate(
     transitions: Optional[int] = typer.Option(None, help="Rows to collect (default 1,000,000)."),
     episodes: Optional[int] = typer.Option(None, help="Whole episodes, for expert-demos (default 10)."),
     seed: int = typer.Option(0, help="Seed of the environments and the behaviour policy's noise."),
-    out: Optional[Path] = typer.Option(None, help="Output HDF5 file (default $DRORL_DATA/TASK-KIND.hdf5)."),
+    reward_noise: float = typer.Option(0.0, help="Add N(0, sigma^2) to every reward (recorded in the metadata)."),
+    subsample: float = typer.Option(1.0, help="Keep this fraction of whole episodes (recorded in the metadata)."),
+    out: Optional[Path] = typer.Option(None, help="Output HDF5 file (default $DRORL_DATA/TASK-KIND.hdf5, "
+                                                  "with -noiseS / -subF suffixes for corrupted data)."),
 ):
-    """Roll out a behaviour policy and write a D4RL-layout HDF5 file."""
+    """Roll out behaviour policies and write a D4RL-layout HDF5 file."""
+    from drorl.data import corrupt
     from drorl.data.generate import generate
     from drorl.data.hdf5 import write_hdf5
     from drorl.data.registry import dataset_path
@@ -60,9 +64,16 @@ def datasets_generate(
 
     if transitions is not None and transitions <= 0:
         raise DrorlError(f"--transitions {transitions}: expected a positive number")
+    if not 0 < subsample <= 1 or reward_noise < 0:
+        raise DrorlError("--subsample must be in (0, 1] and --reward-noise >= 0")
     info = get_task(task)
     dataset = generate(info.name, kind, transitions=transitions, episodes=episodes, seed=seed)
-    path = write_hdf5(dataset, out or dataset_path(f"{info.name}-{kind}"))
+    name = f"{info.name}-{kind}"
+    if reward_noise > 0:
+        dataset, name = corrupt.reward_noise(dataset, reward_noise, seed), f"{name}-noise{reward_noise:g}"
+    if subsample < 1:
+        dataset, name = corrupt.subsample_episodes(dataset, subsample, seed), f"{name}-sub{subsample:g}"
+    path = write_hdf5(dataset, out or dataset_path(name))
     console.print(f"wrote {path} ({len(dataset):,} transitions, {dataset.num_episodes} episodes)")
 
 

@@ -51,13 +51,13 @@ def resolve(id_or_path: str, generate_missing: bool = True, progress: bool = Tru
     candidate = Path(id_or_path).expanduser()
     if candidate.is_file():
         return load(candidate), str(candidate), candidate
+    if dataset_path(id_or_path).is_file():
+        return load(dataset_path(id_or_path)), id_or_path, dataset_path(id_or_path)
     parsed = parse_name(id_or_path)
     if parsed is None:
         raise DrorlError(f"{id_or_path}: no such file, and not a dataset name TASK-KIND "
                          f"(tasks: {', '.join(TASKS)}; kinds: {', '.join(ALL_KINDS)})")
     path = dataset_path(id_or_path)
-    if path.is_file():
-        return load(path), id_or_path, path
     if not generate_missing:
         raise DrorlError(f"{id_or_path}: not generated yet (run `drorl datasets generate {parsed[0]} {parsed[1]}`)")
     dataset = generate(parsed[0], parsed[1], progress=progress)
