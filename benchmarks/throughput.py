@@ -87,11 +87,17 @@ def mlp_flops(dims: list[int]) -> int:
 
 
 def analytic_flops(name: str, config: Any) -> float:
-    """FLOPs of one update: forward + backward (about 2x forward) = 3x the forward pass, per sample."""
+    """FLOPs of one update, counting a training pass (forward + backward) as 3 forward passes."""
     if name == "bc":
         out = ACT_DIM if config.policy == "deterministic" else 2 * ACT_DIM
         return 3.0 * config.batch_size * mlp_flops([OBS_DIM, *config.hidden_dims, out])
-    raise KeyError(name)
+    if name == "sac":
+        critic = mlp_flops([OBS_DIM + ACT_DIM, *config.hidden_dims, 1]) * config.num_critics
+        actor = mlp_flops([OBS_DIM, *config.hidden_dims, 2 * ACT_DIM])
+        # critic step: target critics + actor at s' (forward), critics trained (3x);
+        # actor step: actor trained (3x), critics forward + backward to the actions (~2x).
+        return config.batch_size * ((critic + actor) + 3 * critic + 3 * actor + 2 * critic)
+    raise KeyError(f"no FLOP count for {name!r}: add it to analytic_flops")
 
 
 def synthetic_dataset(n: int, seed: int = 0) -> Dataset:
