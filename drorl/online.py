@@ -22,11 +22,12 @@ import numpy as np
 import drorl
 from drorl import algos, checkpoint
 from drorl.algos.base import Spec
-from drorl.envs import get_task, make_env
+from drorl.envs import action_bounds, get_task, make_env
 from drorl.errors import DrorlError
 from drorl.io_utils import write_json_atomic
 from drorl.progress import progress_bar
-from drorl.train import _truncate_metrics, policy_fn
+from drorl.data.generate import random_policy
+from drorl.train import policy_fn, truncate_metrics
 
 BUFFER_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
 
@@ -97,9 +98,7 @@ def make_online_chunk(algo: ModuleType, batch_size: int, num_updates: int) -> Ca
 def online_spec(task: str) -> Spec:
     """Unstandardised observations; the action box of the task."""
     info = get_task(task)
-    env = make_env(info)
-    low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
-    env.close()
+    low, high = action_bounds(info)
     return Spec(info.obs_dim, info.act_dim, low, high, np.zeros(info.obs_dim, np.float32),
                 np.ones(info.obs_dim, np.float32))
 
@@ -149,14 +148,14 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
         counters = {k: int(v) for k, v in saved["counters"].items()}
         buffer = jax.tree_util.tree_map(jnp.asarray, saved["buffer"])
     metrics_path = out / "metrics.jsonl"
-    _truncate_metrics(metrics_path, counters["env_steps"])
+    truncate_metrics(metrics_path, counters["env_steps"])
 
     n = settings.num_envs
     envs = [make_env(info) for _ in range(n)]
     start = counters["env_steps"]
     obs = np.stack([env.reset(seed=settings.seed * 100_003 + start + i)[0] for i, env in enumerate(envs)])
     obs = obs.astype(np.float32)
-    explore = np.random.default_rng([settings.seed, start])
+    explore = random_policy(info.name, settings.seed * 100_003 + start)
     acting = jax.jit(lambda st, o, k: algo.act(st, o, k, False))
     num_updates = int(settings.update_every * settings.updates_per_step)
     chunk = make_online_chunk(algo, config.batch_size, num_updates) if num_updates else None
@@ -169,7 +168,7 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
         while counters["env_steps"] < settings.env_steps:
             step = counters["env_steps"]
             if step < settings.start_steps:
-                actions = explore.uniform(spec.action_low, spec.action_high, (n, info.act_dim)).astype(np.float32)
+                actions = explore(obs)
             else:
                 actions = np.asarray(acting(state, obs, jax.random.fold_in(act_key, step)))
             for i, env in enumerate(envs):
@@ -201,7 +200,7 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
             step = counters["env_steps"]
             if settings.eval_every and step % settings.eval_every < settings.update_every:
                 line.update(_evaluate(algo, state, info.name, settings, step))
-                checkpoint.save(out / "snapshots", step, {"actor": _actor_params(state), "scaler": state.scaler},
+                checkpoint.save(out / "snapshots", step, {"actor": actor_params(state), "scaler": state.scaler},
                                 keep=10**9)
             now = time.perf_counter()
             line["steps_per_s"] = settings.update_every / max(now - t_last, 1e-9)
@@ -216,8 +215,13 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
     return state, out
 
 
-def _actor_params(state: Any) -> Any:
+def actor_params(state: Any) -> Any:
+    """The parameters that act: SAC's actor, DQN's Q-network."""
     return state.actor if hasattr(state, "actor") else state.params
+
+
+def with_actor_params(state: Any, params: Any) -> Any:
+    return state.replace(actor=params) if hasattr(state, "actor") else state.replace(params=params)
 
 
 def _evaluate(algo: ModuleType, state: Any, task: str, settings: OnlineSettings, step: int) -> dict[str, float]:

@@ -13,7 +13,7 @@ from drorl.algos.base import Spec, config_with_overrides
 from drorl.data.dataset import Dataset
 from drorl.data.generate import reference_returns
 from drorl.data.registry import resolve
-from drorl.envs import get_task, make_env
+from drorl.envs import action_bounds, get_task
 from drorl.errors import DrorlError
 from drorl.train import RunSettings, load_states, policy_fn, train
 
@@ -46,10 +46,7 @@ def spec_for(dataset: Dataset, task: str | None) -> Spec:
     """Action bounds from the task's action space (or [-1, 1] when no task is known)."""
     if task is None:
         return Spec.from_dataset(dataset)
-    env = make_env(task)
-    low, high = env.action_space.low, env.action_space.high
-    env.close()
-    return Spec.from_dataset(dataset, low, high)
+    return Spec.from_dataset(dataset, *action_bounds(task))
 
 
 def nominal_evaluator(task: str, episodes: int, ref: tuple[float, float, str],

@@ -133,7 +133,7 @@ def _check_resumable(path: Path, old: dict, new: dict) -> None:
         raise DrorlError(f"{path}: the existing run was trained on different data; use a new --out directory")
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
+def truncate_metrics(path: Path, last_step: int) -> None:
     """Keep only complete metric lines up to ``last_step`` (a killed run may have logged past it)."""
     if not path.exists():
         return
@@ -185,7 +185,7 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
         step, (states, rngs) = checkpoint.load(latest, (states, rngs))
         states, rngs = jax.tree_util.tree_map(jnp.asarray, (states, rngs))
     metrics_path = out / "metrics.jsonl"
-    _truncate_metrics(metrics_path, step)
+    truncate_metrics(metrics_path, step)
 
     data = device_data(dataset)
     per_call = max(1, min(settings.updates_per_call, settings.steps))

@@ -10,6 +10,7 @@ from drorl.errors import DrorlError
 _MODULES = {
     "bc": "drorl.algos.bc",
     "sac": "drorl.algos.sac",
+    "dqn": "drorl.algos.dqn",
 }
 
 

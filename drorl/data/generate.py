@@ -19,7 +19,7 @@ import numpy as np
 import drorl
 from drorl import zoo
 from drorl.data.dataset import D4RL_KEYS, Dataset
-from drorl.envs import get_task, make_env
+from drorl.envs import action_bounds, get_task, make_env
 from drorl.errors import DrorlError
 from drorl.progress import progress_bar
 
@@ -85,11 +85,12 @@ def collect(task: str, policy: BatchPolicy, *, transitions: int | None = None,
 
 
 def random_policy(task: str, seed: int) -> BatchPolicy:
-    """Uniform actions over the task's action box, from a seeded generator."""
-    env = make_env(task)
-    low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
-    env.close()
+    """Uniform actions over the task's action box (or its discrete actions), from a seeded generator."""
+    info = get_task(task)
     rng = np.random.default_rng(seed)
+    if info.discrete:
+        return lambda obs: rng.integers(info.num_actions, size=(obs.shape[0], 1)).astype(np.float32)
+    low, high = action_bounds(info)
     return lambda obs: rng.uniform(low, high, size=(obs.shape[0], low.shape[0])).astype(np.float32)
 
 
@@ -164,9 +165,7 @@ def _replay(task: str, transitions: int, seed: int, num_envs: int, progress: boo
     snapshots = zoo.entries(task, "replay") + zoo.entries(task, "medium")
     if not snapshots:
         raise DrorlError(f"the behaviour-policy zoo has no replay snapshots for {task!r}")
-    env = make_env(task)
-    low, high = env.action_space.low, env.action_space.high
-    env.close()
+    low, high = action_bounds(task)
     shares = np.diff(np.linspace(0, transitions, len(snapshots) + 1).round().astype(int))
     parts = []
     for i, (entry, share) in enumerate(zip(snapshots, shares)):

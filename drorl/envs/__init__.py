@@ -8,6 +8,7 @@ from typing import Iterator
 
 import gymnasium
 import mujoco
+import numpy as np
 
 from drorl.envs.perturbations import (
     FAMILIES,
@@ -43,15 +44,31 @@ def _mujoco_warnings_as_python_warnings() -> Iterator[None]:
         mujoco.set_mju_user_warning(previous)
 
 
-def make_env(task: str | TaskInfo, perturbation: Perturbation | None = None) -> PerturbedEnv:
-    """Build the task's Gymnasium env (with its time limit) wrapped in a ``PerturbedEnv``."""
+def make_env(task: str | TaskInfo, perturbation: Perturbation | None = None) -> gymnasium.Wrapper:
+    """Build the task's Gymnasium env (with its time limit) wrapped in a ``PerturbedEnv`` (MuJoCo
+    tasks) or a ``CartPolePerturbedEnv``."""
     info = get_task(task)
+    if info.name == "cartpole":
+        from drorl.envs.cartpole import CartPolePerturbedEnv
+
+        return CartPolePerturbedEnv(gymnasium.make(info.gym_id), perturbation)
     with _mujoco_warnings_as_python_warnings():
         env = gymnasium.make(info.gym_id)
     return PerturbedEnv(env, info, perturbation)
 
 
+def action_bounds(task: str | TaskInfo) -> tuple[np.ndarray, np.ndarray]:
+    """The action box (float32): the env's for continuous tasks, ``[0, num_actions - 1]`` for discrete ones."""
+    info = get_task(task)
+    if info.discrete:
+        return np.zeros(1, np.float32), np.full(1, info.num_actions - 1, np.float32)
+    env = make_env(info)
+    low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
+    env.close()
+    return low, high
+
+
 __all__ = [
-    "FAMILIES", "TASKS", "Perturbation", "PerturbedEnv", "TaskInfo",
+    "FAMILIES", "TASKS", "Perturbation", "PerturbedEnv", "TaskInfo", "action_bounds",
     "default_grid", "get_task", "make_env", "parse_families",
 ]

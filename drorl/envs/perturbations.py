@@ -134,13 +134,19 @@ _GRIDS: dict[str, dict[str, tuple[float, float, float]]] = {
     "inverted-pendulum": {"gravity": (0.0, 4.0, 0.5), "damping": (0.0, 8.0, 1.0), "stiffness": (0.0, 20.0, 2.5),
                           "actuator_range": (0.5, 3.0, 0.5), "frictionloss": (0.0, 4.0, 0.5),
                           "mass": (-0.3, 0.3, 0.1), "friction": (-0.5, 0.5, 0.1), "action_noise": (0.0, 2.0, 0.25)},
+    # cartpole (drorl.envs.cartpole): gravity and pole mass scaled by 1 + p, push force absolute.
+    "cartpole": {"gravity": (0.0, 2.0, 0.25), "mass": (0.0, 4.0, 0.5), "actuator_range": (2.0, 10.0, 1.0)},
 }
 
 
 def default_grid(task: str | TaskInfo, family: str) -> list[float]:
     """The default sweep values of ``family`` on ``task`` (see the module docstring for their meaning)."""
     check_family(family)
-    start, stop, step = _GRIDS[get_task(task).name][family]
+    info = get_task(task)
+    if family not in _GRIDS[info.name]:
+        raise DrorlError(f"perturbation family {family!r} does not apply to {info.name}; "
+                         f"expected one of {', '.join(_GRIDS[info.name])}")
+    start, stop, step = _GRIDS[info.name][family]
     count = int(round((stop - start) / step)) + 1
     return [float(v) + 0.0 for v in np.round(start + step * np.arange(count), 6)]  # + 0.0 turns -0.0 into 0.0
 

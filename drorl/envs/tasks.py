@@ -22,6 +22,11 @@ class TaskInfo:
     max_episode_steps: int
     d4rl_ref_min: float | None
     d4rl_ref_max: float | None
+    num_actions: int | None = None  # discrete tasks: actions are one column holding 0..num_actions-1
+
+    @property
+    def discrete(self) -> bool:
+        return self.num_actions is not None
 
 
 TASKS: dict[str, TaskInfo] = {
@@ -32,6 +37,7 @@ TASKS: dict[str, TaskInfo] = {
         TaskInfo("walker2d", "Walker2d-v5", 17, 6, 1000, 1.629008, 4592.3),
         TaskInfo("ant", "Ant-v5", 105, 8, 1000, -325.6, 3879.7),
         TaskInfo("inverted-pendulum", "InvertedPendulum-v5", 4, 1, 1000, None, None),
+        TaskInfo("cartpole", "CartPole-v1", 4, 1, 500, None, None, num_actions=2),
     )
 }
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from drorl.errors import DrorlError
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
+from drorl.nn.mlp import MLP
 from drorl.nn.policies import TanhGaussianPolicy, tanh_gaussian_sample_and_log_prob
 
 POLICY_FORMAT = "drorl-policy/1"
@@ -84,10 +85,10 @@ def write_manifest(rows: list[ZooEntry], directory: Path | None = None) -> None:
 
 
 def save_policy(path: Path, *, algorithm: str, task: str, hidden_dims: tuple[int, ...], params: Any,
-                scaler: Any) -> Path:
-    """Write an actor as a policy file (msgpack, atomically)."""
+                scaler: Any, epsilon: float = 0.0) -> Path:
+    """Write an actor (SAC) or Q-network (DQN, acting epsilon-greedily) as a policy file (msgpack, atomically)."""
     payload = {
-        "format": POLICY_FORMAT, "algorithm": algorithm, "task": task,
+        "format": POLICY_FORMAT, "algorithm": algorithm, "task": task, "epsilon": float(epsilon),
         "hidden_dims": list(hidden_dims),
         "params": flax.serialization.to_state_dict(jax.device_get(params)),
         "scaler": {k: np.asarray(v) for k, v in flax.serialization.to_state_dict(scaler).items()},
@@ -97,10 +98,11 @@ def save_policy(path: Path, *, algorithm: str, task: str, hidden_dims: tuple[int
 
 
 class BehaviourPolicy:
-    """A tanh-Gaussian actor loaded from a policy file, acting on batches of observations.
+    """A policy loaded from a policy file, acting on batches of observations.
 
-    ``__call__(obs [N, obs_dim]) -> actions [N, act_dim]`` (NumPy). Stochastic policies sample
-    with a key derived from ``seed`` and a call counter, so a rollout is reproducible.
+    ``__call__(obs [N, obs_dim]) -> actions [N, act_dim]`` (NumPy). A SAC actor samples from its
+    tanh-Gaussian; a DQN Q-network acts epsilon-greedily (its action index as one float column).
+    Randomness comes from a key derived from ``seed`` and a call counter: rollouts are reproducible.
     """
 
     def __init__(self, path: str | Path, stochastic: bool = True, seed: int = 0):
@@ -116,19 +118,31 @@ class BehaviourPolicy:
         scaler = {k: jnp.asarray(v, jnp.float32) for k, v in raw["scaler"].items()}
         self.act_dim = int(scaler["action_low"].shape[0])
         self.obs_dim = int(scaler["obs_mean"].shape[0])
-        net = TanhGaussianPolicy(tuple(int(h) for h in raw["hidden_dims"]), self.act_dim)
+        hidden = tuple(int(h) for h in raw["hidden_dims"])
         params = jax.tree_util.tree_map(jnp.asarray, raw["params"])
         self.stochastic = stochastic
         self._key = jax.random.PRNGKey(seed)
         self._calls = 0
+        low, high = scaler["action_low"], scaler["action_high"]
 
-        def act(obs, key):
+        def sac_act(obs, key):
+            net = TanhGaussianPolicy(hidden, self.act_dim)
             mean, log_std = net.apply(params, (obs - scaler["obs_mean"]) / scaler["obs_std"])
             unit = tanh_gaussian_sample_and_log_prob(mean, log_std, key)[0] if stochastic else jnp.tanh(mean)
-            low, high = scaler["action_low"], scaler["action_high"]
             return low + 0.5 * (unit + 1.0) * (high - low)
 
-        self._act = jax.jit(act)
+        def dqn_act(obs, key):
+            num_actions = int(raw["scaler"]["action_high"][0]) + 1
+            q = MLP(hidden, num_actions).apply(params, (obs - scaler["obs_mean"]) / scaler["obs_std"])
+            greedy = jnp.argmax(q, axis=-1)
+            k_explore, k_action = jax.random.split(key)
+            explore = jax.random.uniform(k_explore, greedy.shape) < (float(raw["epsilon"]) if stochastic else 0.0)
+            random_action = jax.random.randint(k_action, greedy.shape, 0, num_actions)
+            return jnp.where(explore, random_action, greedy)[:, None].astype(jnp.float32)
+
+        if self.algorithm not in ("sac", "dqn"):
+            raise DrorlError(f"{path}: unknown policy algorithm {self.algorithm!r}; expected sac or dqn")
+        self._act = jax.jit(sac_act if self.algorithm == "sac" else dqn_act)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         key = jax.random.fold_in(self._key, self._calls)

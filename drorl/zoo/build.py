@@ -16,27 +16,27 @@ import numpy as np
 from drorl import algos, checkpoint, zoo
 from drorl.errors import DrorlError
 from drorl.evaluate import run_episodes
-from drorl.online import online_spec
+from drorl.online import actor_params, online_spec, with_actor_params
 
 MANIFEST_EPISODES = 10
 
 
 def load_snapshots(run_dir: Path) -> tuple[dict[str, Any], list[int], Any, Any]:
     """config.json, the snapshot steps, and the actors (stacked on a leading axis) and scaler."""
-    record = json.loads((run_dir / "config.json").read_text())
-    if record.get("algorithm") != "sac":
-        raise DrorlError(f"{run_dir}: zoo policies come from SAC runs (drorl train-online sac); this run is "
-                         f"{record.get('algorithm')!r}")
-    algo = algos.get("sac")
-    config = algo.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()})
-    state = algo.init(config, online_spec(record["env"]), jax.random.PRNGKey(0))
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise DrorlError(f"{run_dir}: not a run directory (no config.json)")
+    record = json.loads(config_path.read_text())
+    if record.get("algorithm") not in ("sac", "dqn") or "online" not in record:
+        raise DrorlError(f"{run_dir}: zoo policies come from drorl train-online sac or dqn runs")
+    state = _template(record)
     paths = checkpoint.list_checkpoints(run_dir / "snapshots")
     if not paths:
         raise DrorlError(f"{run_dir}: no actor snapshots in {run_dir / 'snapshots'}")
     steps, actors = [], []
     scaler = state.scaler
     for path in paths:
-        step, saved = checkpoint.load(path, {"actor": state.actor, "scaler": state.scaler})
+        step, saved = checkpoint.load(path, {"actor": actor_params(state), "scaler": state.scaler})
         steps.append(step)
         actors.append(saved["actor"])
         scaler = saved["scaler"]
@@ -44,13 +44,20 @@ def load_snapshots(run_dir: Path) -> tuple[dict[str, Any], list[int], Any, Any]:
     return record, steps, stacked, scaler
 
 
+def _template(record: dict) -> Any:
+    """A freshly initialised state of the run's algorithm and config (the shapes to load into)."""
+    algo = algos.get(record["algorithm"])
+    config = algo.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()})
+    return algo.init(config, online_spec(record["env"]), jax.random.PRNGKey(0))
+
+
 def evaluate_stacked(record: dict, actors: Any, scaler: Any, episodes: int, seed: int) -> np.ndarray:
     """Mean stochastic return of every stacked actor: [S], all snapshots in one batched rollout."""
-    algo = algos.get("sac")
-    config = algo.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()})
-    template = algo.init(config, online_spec(record["env"]), jax.random.PRNGKey(0)).replace(scaler=scaler)
+    algo = algos.get(record["algorithm"])
+    # step far past any decay: a DQN snapshot explores with its final epsilon, as its policy file will
+    template = _template(record).replace(scaler=scaler, step=jnp.asarray(2**30, jnp.int32))
     num = jax.tree_util.tree_leaves(actors)[0].shape[0]
-    acting = jax.jit(jax.vmap(lambda actor, obs, key: algo.act(template.replace(actor=actor), obs, key, False),
+    acting = jax.jit(jax.vmap(lambda actor, obs, key: algo.act(with_actor_params(template, actor), obs, key, False),
                               in_axes=(0, 0, 0)))
     calls = [0]
 
@@ -90,21 +97,29 @@ def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots:
     chosen = [("expert", picks["expert"], 0), ("medium", picks["medium"], 0)]
     chosen += [("replay", i, k) for k, i in enumerate(picks["replay"])]
     online = record["online"]
-    command = (f"drorl train-online sac --env {task} --steps {online['env_steps']} --seed {online['seed']} "
+    algorithm = record["algorithm"]
+    command = (f"drorl train-online {algorithm} --env {task} --steps {online['env_steps']} --seed {online['seed']} "
                f"--out RUN && drorl zoo build RUN")
+    template = _template(record)
     rows = []
     for kind, index, order in chosen:
         name = f"{task}-{kind}" + (f"-{order}" if kind == "replay" else "")
-        path = zoo.save_policy(zoo_dir / "policies" / f"{name}.msgpack", algorithm="sac", task=task,
+        path = zoo.save_policy(zoo_dir / "policies" / f"{name}.msgpack", algorithm=algorithm, task=task,
                                hidden_dims=tuple(record["config"]["hidden_dims"]),
-                               params=jax.tree_util.tree_map(lambda x: x[index], actors), scaler=scaler)
+                               params=jax.tree_util.tree_map(lambda x: x[index], actors), scaler=scaler,
+                               epsilon=_behaviour_epsilon(template))
         measured = measure(path, task, episodes, seed=2000 + seed)
         rows.append(zoo.ZooEntry(id=name, task=task, kind=kind, file=path.name, return_mean=measured[0],
                                  return_std=measured[1], episodes=episodes, training_steps=steps[index],
-                                 seed=online["seed"], algorithm="sac", command=command, order=order))
+                                 seed=online["seed"], algorithm=algorithm, command=command, order=order))
     kept = [row for row in zoo.manifest(zoo_dir) if row.task != task]
     zoo.write_manifest(kept + rows, zoo_dir)
     return rows
+
+
+def _behaviour_epsilon(state: Any) -> float:
+    """DQN policies act epsilon-greedily with the run's final exploration rate; SAC ones sample."""
+    return float(state.config.epsilon_end) if hasattr(state.config, "epsilon_end") else 0.0
 
 
 def measure(path: Path, task: str, episodes: int, seed: int) -> tuple[float, float]:
