@@ -97,6 +97,10 @@ def analytic_flops(name: str, config: Any) -> float:
         # critic step: target critics + actor at s' (forward), critics trained (3x);
         # actor step: actor trained (3x), critics forward + backward to the actions (~2x).
         return config.batch_size * ((critic + actor) + 3 * critic + 3 * actor + 2 * critic)
+    if name == "dqn":
+        q_net = mlp_flops([OBS_DIM, *config.hidden_dims, 2])
+        # Q trained (3x) plus online and target networks forward at s' (double-Q target).
+        return config.batch_size * 5 * q_net
     raise KeyError(f"no FLOP count for {name!r}: add it to analytic_flops")
 
 
