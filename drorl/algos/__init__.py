@@ -9,6 +9,7 @@ from drorl.errors import DrorlError
 
 _MODULES = {
     "bc": "drorl.algos.bc",
+    "drbc": "drorl.algos.drbc",
     "sac": "drorl.algos.sac",
     "dqn": "drorl.algos.dqn",
 }
