@@ -50,5 +50,6 @@ def test_soft_tv_zero_weight_threshold_and_cap():
     threshold = -np.tanh(1.0) / 2
     assert float(div.worst_case_weight(jnp.float32(threshold - 1e-3))) == 0.0
     assert float(div.worst_case_weight(jnp.float32(threshold + 1e-2))) > 0.0
+    assert float(div.worst_case_weight(jnp.float32(-3.0))) == 0.0  # outside the domain: 0, not NaN
     capped = div.worst_case_weight(jnp.array([0.4999, 0.5, 3.0]))
     assert np.all(np.isfinite(capped)) and np.all(capped <= 10.0) and float(capped[-1]) > 8.0

@@ -17,6 +17,7 @@ values whose inverse is at most ``max_weight`` (default 10), which caps the weig
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import jax.numpy as jnp
@@ -36,11 +37,15 @@ class Divergence:
     f_prime_inverse: Callable[[Array], Array]
     # the largest y at which (f')^{-1} is defined and at most max_weight (None: unbounded)
     y_max: Callable[[float], float] | None = None
+    # below this y the weight is 0 (and (f')^{-1} may be undefined there); None: no such bound
+    y_min: float | None = None
 
     def worst_case_weight(self, y: Array, max_weight: float = 10.0) -> Array:
         """w*(y) = max(0, (f')^{-1}(y)), with y capped where the weight would pass ``max_weight``."""
         if self.y_max is not None:
             y = jnp.minimum(y, self.y_max(max_weight))
+        if self.y_min is not None:
+            y = jnp.maximum(y, self.y_min)
         return jnp.clip(self.f_prime_inverse(y), 0.0, max_weight)
 
 
@@ -60,7 +65,8 @@ SOFT_TV = Divergence(
     f=lambda x: 0.5 * _log_cosh(x - 1.0),
     f_prime=lambda x: 0.5 * jnp.tanh(x - 1.0),
     f_prime_inverse=soft_tv_inverse_derivative,
-    y_max=lambda max_weight: 0.5 * float(jnp.tanh(jnp.float32(max_weight - 1.0))),
+    y_max=lambda max_weight: 0.5 * math.tanh(max_weight - 1.0),
+    y_min=-0.5 * math.tanh(1.0),  # (f')^{-1}(y) <= 0 from here down; artanh(2y) is NaN below -1/2
 )
 
 KL = Divergence(
@@ -68,7 +74,7 @@ KL = Divergence(
     f=lambda x: jnp.where(x > 0, x * jnp.log(jnp.where(x > 0, x, 1.0)), 0.0) - x + 1.0,
     f_prime=lambda x: jnp.log(x),
     f_prime_inverse=jnp.exp,
-    y_max=lambda max_weight: float(jnp.log(max_weight)),
+    y_max=lambda max_weight: math.log(max_weight),
 )
 
 CHI2 = Divergence(

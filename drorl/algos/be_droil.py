@@ -1,0 +1,220 @@
+"""BE-DROIL: balance-equation-based distributionally robust offline imitation learning
+(Agrawal, Alvi, Jain, Nayyar 2025; the derivation is in ``spec/robust-imitation.md``).
+
+The imitation loss is minimised against the worst triplet occupancy d(s, a, s') in an
+f-divergence ball of radius rho around the expert's, subject to the balance (Bellman-flow)
+equation. With multipliers Q(s, a) (balance) and tau >= 0 (divergence) and w = d / d_D:
+
+    L(w; Q, tau) = (1 - g) E_{s0, a0}[Q(s0, a0)] + E_D[ w e - tau f(w) ] + tau rho           (Eq. 11)
+    e(s, a, s') = l_pi(s, a) + g E_{a' ~ pi_D(s')}[Q(s', a')] - Q(s, a)                       (Eq. 10)
+    w* = max(0, (f')^{-1}(e / tau))                                                           (Prop. 1)
+
+and the two-stage procedure of Eq. 12, alternated one gradient step each:
+
+    (Q, tau) <- argmin_{Q, tau >= 0} L(w*; Q, tau)        (w* held fixed: Danskin)
+    pi       <- argmin_pi E_D[ stopgrad(w*) l_pi(s, a) ]
+
+Choices (config options): tau = softplus(raw tau); a' is the recorded next action, pi(s') where
+a time limit cut the trajectory, and the term is zero after a true terminal; the initial-state
+term uses each trajectory's first state and recorded action; the policy step uses the weights
+recomputed after the dual step. ``balance=False`` is the "Q = 0" ablation: plain f-divergence DRO
+on the loss with a scalar multiplier lambda for E[w] = 1, w* = max(0, (f')^{-1}((l - lambda)/tau)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from drorl.algos import bc
+from drorl.algos.base import Scaler, Spec
+from drorl.nn.critics import Critic
+from drorl.robust.divergences import Divergence, get_divergence
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(bc.Config):
+    """BC's policy fields plus the robust dual's.
+
+    Attributes:
+        rho: radius of the f-divergence ball (one value across tasks is the paper's claim).
+        divergence: "softtv" (default), "kl" or "chi2".
+        gamma: discount of the occupancy measure.
+        balance: keep the balance equation (False: the "Q = 0" ablation).
+        q_hidden_dims: widths of Q's hidden layers.
+        q_lr: Adam learning rate of Q (and of lambda without the balance equation).
+        tau_lr: Adam learning rate of the raw temperature.
+        init_tau: initial tau.
+        max_weight: cap on w* (SoftTV's inverse derivative diverges at y = 1/2).
+    """
+
+    rho: float = 0.3
+    divergence: Literal["softtv", "kl", "chi2"] = "softtv"
+    gamma: float = 0.99
+    balance: bool = True
+    q_hidden_dims: tuple[int, ...] = (256, 256)
+    q_lr: float = 3e-4
+    tau_lr: float = 1e-3
+    init_tau: float = 1.0
+    max_weight: float = 10.0
+
+
+@flax.struct.dataclass
+class State:
+    params: Any  # the policy's: the field name BC's act() reads
+    opt_state: Any
+    q_params: Any
+    q_opt_state: Any
+    dual_scalars: dict  # {"tau_raw", "lam"}: lam is the E[w] = 1 multiplier of the balance=False ablation
+    dual_opt_state: Any
+    scaler: Scaler
+    step: jnp.ndarray
+    config: Config = flax.struct.field(pytree_node=False)
+    act_dim: int = flax.struct.field(pytree_node=False)
+
+
+def tau_of(tau_raw: jnp.ndarray) -> jnp.ndarray:
+    return jax.nn.softplus(tau_raw)
+
+
+def _inverse_softplus(x: float) -> jnp.ndarray:
+    return jnp.log(jnp.expm1(jnp.asarray(x, jnp.float32)))
+
+
+def _dual_optimizers(config: Config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    scalars = optax.multi_transform({"tau_raw": optax.adam(config.tau_lr), "lam": optax.adam(config.q_lr)},
+                                    {"tau_raw": "tau_raw", "lam": "lam"})
+    return optax.adam(config.q_lr), scalars
+
+
+def init(config: Config, spec: Spec, key: jax.Array) -> State:
+    k_policy, k_q = jax.random.split(key)
+    policy = bc.init(config, spec, k_policy)
+    q_params = Critic(config.q_hidden_dims).init(k_q, jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim)))
+    scalars = {"tau_raw": _inverse_softplus(config.init_tau), "lam": jnp.zeros((), jnp.float32)}
+    q_opt, scalar_opt = _dual_optimizers(config)
+    return State(params=policy.params, opt_state=policy.opt_state, q_params=q_params,
+                 q_opt_state=q_opt.init(q_params), dual_scalars=scalars, dual_opt_state=scalar_opt.init(scalars),
+                 scaler=policy.scaler, step=jnp.zeros((), jnp.int32), config=config, act_dim=spec.act_dim)
+
+
+def balance_residual(loss: jnp.ndarray, q: jnp.ndarray, q_next: jnp.ndarray, continues: jnp.ndarray,
+                     gamma: float) -> jnp.ndarray:
+    """e(s, a, s') = l(s, a) + g (1 - done) Q(s', a') - Q(s, a)   (Eq. 10)."""
+    return loss + gamma * continues * q_next - q
+
+
+def worst_case_weights(residual: jnp.ndarray, tau: jnp.ndarray, divergence: Divergence,
+                       max_weight: float) -> jnp.ndarray:
+    """w* = max(0, (f')^{-1}(e / tau)), held fixed (stop-gradient) in both steps   (Prop. 1)."""
+    return jax.lax.stop_gradient(divergence.worst_case_weight(residual / tau, max_weight))
+
+
+def dual_objective(q_initial: jnp.ndarray, residual: jnp.ndarray, weights: jnp.ndarray, tau: jnp.ndarray,
+                   rho: float, gamma: float, divergence: Divergence,
+                   probabilities: jnp.ndarray | None = None) -> jnp.ndarray:
+    """L(w; Q, tau) = (1 - g) E[Q(s0, a0)] + E_D[w e - tau f(w)] + tau rho   (Eq. 11).
+
+    Expectations are sample means, or sums weighted by ``probabilities`` (exact, tabular).
+    """
+    inner = weights * residual - tau * divergence.f(weights)
+    expectation = jnp.mean(inner) if probabilities is None else jnp.sum(probabilities * inner)
+    return (1.0 - gamma) * jnp.mean(q_initial) + expectation + tau * rho
+
+
+def normalised_dual_objective(losses: jnp.ndarray, weights: jnp.ndarray, lam: jnp.ndarray, tau: jnp.ndarray,
+                              rho: float, divergence: Divergence) -> jnp.ndarray:
+    """Without the balance equation: lam + E_D[w (l - lam) - tau f(w)] + tau rho ("Q = 0" ablation)."""
+    return lam + jnp.mean(weights * (losses - lam) - tau * divergence.f(weights)) + tau * rho
+
+
+def weighted_imitation_loss(weights: jnp.ndarray, losses: jnp.ndarray) -> jnp.ndarray:
+    """E_D[ stopgrad(w*) l_pi(s, a) ]: the policy step of Eq. 12."""
+    return jnp.mean(jax.lax.stop_gradient(weights) * losses)
+
+
+def _next_q(state: State, q_params: Any, batch: dict, next_obs: jnp.ndarray) -> jnp.ndarray:
+    """Q(s', a') with a' the recorded next action, or pi(s') where the trajectory was cut."""
+    recorded = state.scaler.to_unit_action(batch["next_actions"])
+    policy_next = jax.lax.stop_gradient(bc.act(state, batch["next_observations"], jax.random.PRNGKey(0), True))
+    chosen = jnp.where(batch["has_next_action"][:, None] > 0, recorded, state.scaler.to_unit_action(policy_next))
+    return Critic(state.config.q_hidden_dims).apply(q_params, next_obs, chosen)
+
+
+def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
+    del key
+    config = state.config
+    divergence = get_divergence(config.divergence)
+    critic = Critic(config.q_hidden_dims)
+    obs = state.scaler.observation(batch["observations"])
+    next_obs = state.scaler.observation(batch["next_observations"])
+    actions = state.scaler.to_unit_action(batch["actions"])
+    init_obs = state.scaler.observation(batch["initial_observations"])
+    init_actions = state.scaler.to_unit_action(batch["initial_actions"])
+    losses = jax.lax.stop_gradient(bc.per_sample_imitation_loss(config, state.act_dim, state.params, obs, actions))
+    continues = 1.0 - batch["terminals"]
+
+    def residual_and_weights(q_params, scalars):
+        tau = tau_of(scalars["tau_raw"])
+        if config.balance:
+            residual = balance_residual(losses, critic.apply(q_params, obs, actions),
+                                        _next_q(state, q_params, batch, next_obs), continues, config.gamma)
+        else:
+            residual = losses - scalars["lam"]
+        return residual, worst_case_weights(residual, tau, divergence, config.max_weight)
+
+    def dual_loss_fn(q_params, scalars):
+        residual, weights = residual_and_weights(q_params, scalars)
+        tau = tau_of(scalars["tau_raw"])
+        if config.balance:
+            value = dual_objective(critic.apply(q_params, init_obs, init_actions), residual, weights, tau,
+                                   config.rho, config.gamma, divergence)
+        else:
+            value = normalised_dual_objective(losses, weights, scalars["lam"], tau, config.rho, divergence)
+        return value, residual
+
+    (dual_loss, residual), (q_grads, scalar_grads) = jax.value_and_grad(
+        dual_loss_fn, argnums=(0, 1), has_aux=True)(state.q_params, state.dual_scalars)
+    q_opt, scalar_opt = _dual_optimizers(config)
+    q_updates, q_opt_state = q_opt.update(q_grads, state.q_opt_state, state.q_params)
+    q_params = optax.apply_updates(state.q_params, q_updates)
+    s_updates, dual_opt_state = scalar_opt.update(scalar_grads, state.dual_opt_state, state.dual_scalars)
+    scalars = optax.apply_updates(state.dual_scalars, s_updates)
+
+    _, weights = residual_and_weights(q_params, scalars)  # alternation: the policy sees the new dual
+
+    def policy_loss_fn(params):
+        per_sample = bc.per_sample_imitation_loss(config, state.act_dim, params, obs, actions)
+        return weighted_imitation_loss(weights, per_sample)
+
+    policy_loss, grads = jax.value_and_grad(policy_loss_fn)(state.params)
+    updates, opt_state = bc.optimizer(config).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+
+    total = jnp.sum(weights)
+    metrics = {
+        "dual_loss": dual_loss, "policy_loss": policy_loss, "bc_loss": jnp.mean(losses),
+        "tau": tau_of(scalars["tau_raw"]), "lambda": scalars["lam"],
+        "q_initial": jnp.mean(critic.apply(q_params, init_obs, init_actions)),
+        "residual_mean": jnp.mean(residual), "residual_std": jnp.std(residual),
+        "weight_mean": jnp.mean(weights), "weight_std": jnp.std(weights), "weight_max": jnp.max(weights),
+        "weight_zero_fraction": jnp.mean(weights <= 0.0),
+        "effective_sample_fraction": total**2 / jnp.maximum(jnp.sum(weights**2), 1e-12) / weights.shape[0],
+        "weight_loss_correlation": _correlation(weights, losses),
+    }
+    new_state = state.replace(params=params, opt_state=opt_state, q_params=q_params, q_opt_state=q_opt_state,
+                              dual_scalars=scalars, dual_opt_state=dual_opt_state, step=state.step + 1)
+    return new_state, metrics
+
+
+def _correlation(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
+    xc, yc = x - jnp.mean(x), y - jnp.mean(y)
+    return jnp.sum(xc * yc) / jnp.maximum(jnp.sqrt(jnp.sum(xc**2) * jnp.sum(yc**2)), 1e-12)
+
+
+act = bc.act
