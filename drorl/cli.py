@@ -260,6 +260,23 @@ def evaluate_cmd(
     console.print(f"wrote {out}")
 
 
+@app.command("benchmark")
+def benchmark_cmd(
+    suite: str = typer.Argument(..., help="robust-il"),
+    profile: str = typer.Option("quick", help="quick, full, or a suite-specific ablation (robust-il: rho-sweep, "
+                                              "balance, divergence)."),
+    backend: str = typer.Option("local", help="local (one process) or ray (pip install 'drorl[ray]')."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default runs/benchmark/SUITE-PROFILE); "
+                                                  "an interrupted benchmark resumes there."),
+):
+    """Reproduce a paper's experiment: trains, evaluates, writes report.md and PNG figures."""
+    from drorl.benchmarks import get_suite
+
+    report = get_suite(suite).run(profile, out or Path("runs") / "benchmark" / f"{suite}-{profile}", backend,
+                                  console=console)
+    console.print(f"report: {report}")
+
+
 @app.command("plot")
 def plot_cmd(
     run_dirs: list[Path] = typer.Argument(..., help="Run directories (their eval.json or metrics.jsonl)."),

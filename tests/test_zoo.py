@@ -29,7 +29,7 @@ def small_zoo(tmp_path_factory):
                               eval_every=100, eval_episodes=1, checkpoint_every=600)
     train_online("sac", "inverted-pendulum", root / "run", settings, config=sac.Config(hidden_dims=(16, 16)),
                  progress=False)
-    rows = build(root / "run", replay_snapshots=2, episodes=3, zoo_dir=root / "zoo")
+    rows = build(root / "run", replay_snapshots=2, episodes=3, zoo_dir=root / "zoo", selection_episodes=3)
     return root / "zoo", rows
 
 

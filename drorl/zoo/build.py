@@ -19,6 +19,7 @@ from drorl.evaluate import run_episodes
 from drorl.online import actor_params, online_spec, with_actor_params
 
 MANIFEST_EPISODES = 10
+SELECTION_EPISODES = 30  # snapshot returns are noisy (DQN especially): choose on more episodes than reported
 
 
 def load_snapshots(run_dir: Path) -> tuple[dict[str, Any], list[int], Any, Any]:
@@ -86,13 +87,18 @@ def choose(steps: list[int], returns: np.ndarray, medium_fraction: float, replay
 
 
 def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots: int = 5,
-          episodes: int = MANIFEST_EPISODES, zoo_dir: Path | None = None, seed: int = 0) -> list[zoo.ZooEntry]:
-    """Write the zoo policies of one SAC run and replace its task's rows of the manifest."""
+          episodes: int = MANIFEST_EPISODES, zoo_dir: Path | None = None, seed: int = 0,
+          selection_episodes: int = SELECTION_EPISODES) -> list[zoo.ZooEntry]:
+    """Write the zoo policies of one online run and replace its task's rows of the manifest.
+
+    Snapshots are chosen on ``selection_episodes`` stochastic episodes each; the manifest reports
+    ``episodes`` fresh ones (other seeds) of every chosen policy file.
+    """
     run_dir = Path(run_dir)
     zoo_dir = zoo_dir or zoo.zoo_dir()
     record, steps, actors, scaler = load_snapshots(run_dir)
     task = record["env"]
-    returns = evaluate_stacked(record, actors, scaler, episodes, seed=1000 + seed)
+    returns = evaluate_stacked(record, actors, scaler, selection_episodes, seed=1000 + seed)
     picks = choose(steps, returns, medium_fraction, replay_snapshots)
     chosen = [("expert", picks["expert"], 0), ("medium", picks["medium"], 0)]
     chosen += [("replay", i, k) for k, i in enumerate(picks["replay"])]
