@@ -34,14 +34,19 @@ def print_eval_table(result: dict[str, Any], title: str | None = None, console: 
     (console or Console()).print(eval_table(result, title))
 
 
-def eval_markdown(result: dict[str, Any]) -> str:
-    """The same table as markdown, for reports committed to the repository."""
-    lines = ["| family | value | return (mean ± std) | normalised |", "|---|---:|---:|---:|"]
-    nominal = result["nominal"]
-    lines.append(f"| nominal | - | {nominal['return_mean']:.1f} ± {nominal['return_std']:.1f} | "
-                 f"{nominal['normalized_mean']:.1f} |")
-    for family, points in result.get("sweeps", {}).items():
-        for point in points:
-            lines.append(f"| {family} | {point['value']:g} | {point['return_mean']:.1f} ± "
-                         f"{point['return_std']:.1f} | {point['normalized_mean']:.1f} |")
-    return "\n".join(lines) + "\n"
+def comparison_table(results: list[tuple[str, dict[str, Any]]]) -> Table:
+    """Mean return (over seeds and episodes) against perturbation value, one column per algorithm."""
+    first = results[0][1]
+    table = Table(title=f"{first['env']}: mean return against perturbation value "
+                        f"({first['episodes']} episodes x {len(first['nominal']['per_seed'])} seeds)")
+    table.add_column("family")
+    table.add_column("value", justify="right")
+    for label, _ in results:
+        table.add_column(label, justify="right")
+    table.add_row("nominal", "-", *(f"{r['nominal']['return_mean']:.1f}" for _, r in results))
+    for family, points in first.get("sweeps", {}).items():
+        table.add_section()
+        for i, point in enumerate(points):
+            table.add_row(family, f"{point['value']:g}",
+                          *(f"{r['sweeps'][family][i]['return_mean']:.1f}" for _, r in results))
+    return table

@@ -25,6 +25,7 @@ from drorl.data.registry import resolve
 from drorl.evaluate import evaluate_sweeps, write_eval_json
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
 from drorl.plot import plot_robustness
+from drorl.report import comparison_table
 from drorl.runs import reference_scores, spec_for
 from drorl.train import RunSettings, policy_fn, train
 
@@ -48,6 +49,8 @@ class Profile:
 
 
 PROFILES = {
+    "quickstart": Profile(("inverted-pendulum",), ("gravity", "damping", "stiffness", "action_noise"), (0, 1, 2),
+                          steps=5000, episodes=5, demo_episodes=10),
     "smoke": Profile(("inverted-pendulum",), ("gravity",), (0, 1), steps=200, episodes=1, demo_episodes=2),
     "quick": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5),
     "full": Profile(("hopper", "halfcheetah", "walker2d", "ant"), ("gravity", "damping", "stiffness", "actuator_range"),
@@ -111,7 +114,10 @@ def _prepare_datasets(profile: Profile) -> None:
 
 
 def run(profile_name: str, out: Path, backend: str = "local", console: Console | None = None) -> Path:
-    """Run every job of the profile and write ``report.md``, ``results.json`` and one PNG per task."""
+    """Run every job of the profile and write ``report.md``, ``results.json`` and one PNG per task.
+
+    Also prints, per task, a table of mean return against perturbation value for every variant.
+    """
     from drorl.errors import DrorlError
 
     if profile_name not in PROFILES:
@@ -125,6 +131,8 @@ def run(profile_name: str, out: Path, backend: str = "local", console: Console |
             for task in profile.tasks for label, algorithm, overrides in profile.variants]
     console.print(f"robust-il/{profile_name}: {len(jobs)} runs x {len(profile.seeds)} seeds, {profile.steps:,} steps")
     results = run_jobs(jobs, run_job, backend)
+    for task in profile.tasks:
+        console.print(comparison_table([(j.label, r) for j, r in zip(jobs, results) if j.task == task]))
     return write_report(profile_name, profile, jobs, results, out)
 
 
