@@ -88,9 +88,15 @@ def mlp_flops(dims: list[int]) -> int:
 
 def analytic_flops(name: str, config: Any) -> float:
     """FLOPs of one update, counting a training pass (forward + backward) as 3 forward passes."""
-    if name == "bc":
+    if name in ("bc", "drbc", "be-droil"):
         out = ACT_DIM if config.policy == "deterministic" else 2 * ACT_DIM
-        return 3.0 * config.batch_size * mlp_flops([OBS_DIM, *config.hidden_dims, out])
+        policy = mlp_flops([OBS_DIM, *config.hidden_dims, out])
+        if name != "be-droil":
+            return 3.0 * config.batch_size * policy
+        q = mlp_flops([OBS_DIM + ACT_DIM, *config.q_hidden_dims, 1])
+        # policy trained (3x) + its loss before the dual step + pi(s') (forward); Q trained at (s, a),
+        # (s', a') and (s0, a0) (3x each) and evaluated again at (s, a), (s', a') for the new weights.
+        return config.batch_size * (5 * policy + 11 * q)
     if name == "sac":
         critic = mlp_flops([OBS_DIM + ACT_DIM, *config.hidden_dims, 1]) * config.num_critics
         actor = mlp_flops([OBS_DIM, *config.hidden_dims, 2 * ACT_DIM])
