@@ -71,10 +71,10 @@ def evaluate_stacked(record: dict, actors: Any, scaler: Any, episodes: int, seed
 
 
 def choose(steps: list[int], returns: np.ndarray, medium_fraction: float, replay_snapshots: int) -> dict:
-    """Indices of the expert (best return), the medium snapshot (return closest to
+    """Indices of the expert (best return, latest among ties), the medium snapshot (return closest to
     ``medium_fraction`` x expert's, trained no longer than the expert) and the replay snapshots
     (evenly spaced among those before the medium one)."""
-    expert = int(np.argmax(returns))
+    expert = int(len(returns) - 1 - np.argmax(returns[::-1]))  # the best; among ties the most trained
     before = [i for i in range(len(steps)) if steps[i] <= steps[expert]]
     medium = min(before, key=lambda i: abs(returns[i] - medium_fraction * returns[expert]))
     earlier = [i for i in range(len(steps)) if steps[i] < steps[medium]]
