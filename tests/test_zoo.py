@@ -20,6 +20,9 @@ def test_choose_expert_medium_and_replay():
     picks = choose(steps, returns, 1 / 3, replay_snapshots=2)
     assert picks["expert"] == 4 and picks["medium"] == 2  # 40 is closest to 120 / 3
     assert picks["replay"] == [0, 1]
+    # a late collapse to a third of the expert's return is not a medium policy: the way up is
+    late = choose([10, 20, 30, 40, 50], np.array([10.0, 35.0, 100.0, 90.0, 33.0]), 1 / 3, 5)
+    assert late["expert"] == 2 and late["medium"] == 1 and late["replay"] == [0]
 
 
 @pytest.fixture(scope="module")

@@ -71,12 +71,16 @@ def evaluate_stacked(record: dict, actors: Any, scaler: Any, episodes: int, seed
 
 
 def choose(steps: list[int], returns: np.ndarray, medium_fraction: float, replay_snapshots: int) -> dict:
-    """Indices of the expert (best return, latest among ties), the medium snapshot (return closest to
-    ``medium_fraction`` x expert's, trained no longer than the expert) and the replay snapshots
-    (evenly spaced among those before the medium one)."""
-    expert = int(len(returns) - 1 - np.argmax(returns[::-1]))  # the best; among ties the most trained
-    before = [i for i in range(len(steps)) if steps[i] <= steps[expert]]
-    medium = min(before, key=lambda i: abs(returns[i] - medium_fraction * returns[expert]))
+    """Indices of the expert (best return, latest among ties), the medium snapshot and the replay ones.
+
+    Medium is a point on the way up, as D4RL's early-stopped policy: among the snapshots before
+    training first passes half the expert's return, the one closest to ``medium_fraction`` x the
+    expert's. Replay snapshots are evenly spaced among those before the medium one.
+    """
+    expert = int(len(returns) - 1 - np.argmax(returns[::-1]))
+    above_half = [i for i in range(len(steps)) if returns[i] > 0.5 * returns[expert]]
+    candidates = list(range(above_half[0])) if above_half and above_half[0] > 0 else [0]
+    medium = min(candidates, key=lambda i: abs(returns[i] - medium_fraction * returns[expert]))
     earlier = [i for i in range(len(steps)) if steps[i] < steps[medium]]
     if earlier:
         picks = np.unique(np.linspace(0, len(earlier) - 1, min(replay_snapshots, len(earlier))).round().astype(int))
@@ -120,6 +124,10 @@ def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots:
                                  seed=online["seed"], algorithm=algorithm, command=command, order=order))
     kept = [row for row in zoo.manifest(zoo_dir) if row.task != task]
     zoo.write_manifest(kept + rows, zoo_dir)
+    current = {row.file for row in rows}
+    for stale in (zoo_dir / "policies").glob(f"{task}-*.msgpack"):  # files of this task's earlier build
+        if stale.name not in current:
+            stale.unlink()
     return rows
 
 
