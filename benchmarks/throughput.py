@@ -103,6 +103,17 @@ def analytic_flops(name: str, config: Any) -> float:
         # critic step: target critics + actor at s' (forward), critics trained (3x);
         # actor step: actor trained (3x), critics forward + backward to the actions (~2x).
         return config.batch_size * ((critic + actor) + 3 * critic + 3 * actor + 2 * critic)
+    if name == "bcq":
+        latent = 2 * ACT_DIM
+        enc = mlp_flops([OBS_DIM + ACT_DIM, *config.vae_hidden_dims, 2 * latent])
+        dec = mlp_flops([OBS_DIM + latent, *config.vae_hidden_dims, ACT_DIM])
+        actor = mlp_flops([OBS_DIM + ACT_DIM, *config.hidden_dims, ACT_DIM])
+        critic = mlp_flops([OBS_DIM + ACT_DIM, *config.hidden_dims, 1])
+        n = config.num_samples
+        # VAE trained (3x); n decoded, perturbed next actions scored by 2 target critics; 2 critics
+        # trained (3x); actor step: decode, actor trained (3x), critic 1 forward + backward (~2x).
+        return config.batch_size * (3 * (enc + dec) + n * (dec + actor + 2 * critic) + 6 * critic
+                                    + dec + 3 * actor + 2 * critic)
     if name == "dqn":
         q_net = mlp_flops([OBS_DIM, *config.hidden_dims, 2])
         # Q trained (3x) plus online and target networks forward at s' (double-Q target).

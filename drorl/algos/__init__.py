@@ -10,6 +10,7 @@ from drorl.errors import DrorlError
 _MODULES = {
     "bc": "drorl.algos.bc",
     "be-droil": "drorl.algos.be_droil",
+    "bcq": "drorl.algos.bcq",
     "drbc": "drorl.algos.drbc",
     "sac": "drorl.algos.sac",
     "dqn": "drorl.algos.dqn",
