@@ -103,6 +103,18 @@ def analytic_flops(name: str, config: Any) -> float:
         # critic step: target critics + actor at s' (forward), critics trained (3x);
         # actor step: actor trained (3x), critics forward + backward to the actions (~2x).
         return config.batch_size * ((critic + actor) + 3 * critic + 3 * actor + 2 * critic)
+    if name == "bcq-ovr":
+        from drorl.algos.ovr import _base_config
+
+        base = analytic_flops("bcq", _base_config(config))
+        nu = mlp_flops([OBS_DIM + ACT_DIM, *config.dice_hidden_dims, 1])
+        dec = mlp_flops([OBS_DIM + 2 * ACT_DIM, *config.vae_hidden_dims, ACT_DIM])
+        actor = mlp_flops([OBS_DIM + ACT_DIM, *config.hidden_dims, ACT_DIM])
+        critic = mlp_flops([OBS_DIM + ACT_DIM, *config.hidden_dims, 1])
+        # BCQ's update + its acting at s' and s0 (n candidates each) + DualDICE: nu at three inputs and
+        # zeta trained (3x each), then zeta once more for the ratios.
+        acting = 2 * config.num_samples * (dec + actor + critic)
+        return base + config.batch_size * (acting + 3 * 3 * nu + 3 * nu + nu)
     if name == "bcq":
         latent = 2 * ACT_DIM
         enc = mlp_flops([OBS_DIM + ACT_DIM, *config.vae_hidden_dims, 2 * latent])

@@ -11,6 +11,7 @@ _MODULES = {
     "bc": "drorl.algos.bc",
     "be-droil": "drorl.algos.be_droil",
     "bcq": "drorl.algos.bcq",
+    "bcq-ovr": "drorl.algos.ovr",
     "drbc": "drorl.algos.drbc",
     "sac": "drorl.algos.sac",
     "dqn": "drorl.algos.dqn",

@@ -9,7 +9,8 @@ n decoded-and-perturbed next actions,
 and acting picks the best of n perturbed decoded actions by Q1. Defaults are the paper's (VAE
 750-750 with latent 2|A|, actor and critics 400-300, Adam 1e-3, tau 0.005, batch 100, phi 0.05,
 lam 0.75, n 10). Actions are handled in the normalised box [-1, 1]^A (max_action = 1 there).
-``reward_key`` names the batch field used as reward, so OVR can train BCQ on its augmented reward.
+``reward_key`` names the batch field used as reward, so OVR can train BCQ on its augmented reward;
+an optional ``critic_weights`` batch field weights the critic loss per sample (OVR's I.W. ablation).
 """
 
 from __future__ import annotations
@@ -131,9 +132,12 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
         next_q, config.lam)
     target = jax.lax.stop_gradient(target)
 
+    # optional per-sample weights of the critic loss (OVR's importance-weighting ablation)
+    sample_weights = batch.get("critic_weights", jnp.ones_like(target))
+
     def critic_objective(params):
         q = critic_net.apply(params, obs, actions)
-        return jnp.mean((q - target[None]) ** 2, axis=1).sum(), q
+        return jnp.mean(sample_weights[None] * (q - target[None]) ** 2, axis=1).sum(), q
 
     (c_loss, q), c_grads = jax.value_and_grad(critic_objective, has_aux=True)(state.critic)
     c_updates, critic_opt = adam.update(c_grads, state.critic_opt, state.critic)

@@ -1,0 +1,112 @@
+"""OVR: offline variance regularisation (Islam et al.; Algorithm 1, Eq. 5-7), on top of BCQ.
+
+Every update:
+1. one DualDICE step estimates w = d^pi / d^D for the current BCQ policy (its actions at s', s0);
+2. the variance dual variable in closed form, nu(s, a) = w(s, a) r(s, a);
+3. the augmented reward (Eq. 7): r~ = r - lambda nu r - lambda r^2;
+4. one BCQ step with r~ in place of r.
+
+Choices (config options): w is clipped to [0, max_ratio] and, by default, self-normalised by its
+batch mean (a density ratio has E_D[w] = 1); ``importance_weighting=True`` is the paper's
+"BCQ + I.W." ablation: the critic loss weighted by w, no variance term.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from drorl.algos import bcq, dualdice
+from drorl.algos.base import Spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(bcq.Config):
+    """BCQ's fields plus the regulariser's.
+
+    Attributes:
+        variance_lambda: lambda >= 0, the weight of the variance penalty (0: plain BCQ).
+        dice_hidden_dims, dice_lr, dice_p: DualDICE's networks, learning rate (both) and exponent.
+        max_ratio: w is clipped to [0, max_ratio].
+        self_normalise: divide w by its batch mean.
+        importance_weighting: the "BCQ + I.W." ablation instead of the variance term.
+    """
+
+    variance_lambda: float = 0.1
+    dice_hidden_dims: tuple[int, ...] = (64, 64)
+    dice_lr: float = 1e-4
+    dice_p: float = 1.5
+    max_ratio: float = 10.0
+    self_normalise: bool = True
+    importance_weighting: bool = False
+
+
+@flax.struct.dataclass
+class State:
+    base: bcq.State
+    dice: dualdice.State
+    step: jnp.ndarray
+    config: Config = flax.struct.field(pytree_node=False)
+
+
+def _base_config(config: Config) -> bcq.Config:
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(bcq.Config)}
+    return bcq.Config(**{**fields, "reward_key": "augmented_rewards"})
+
+
+def _dice_config(config: Config) -> dualdice.Config:
+    return dualdice.Config(hidden_dims=config.dice_hidden_dims, nu_lr=config.dice_lr, zeta_lr=config.dice_lr,
+                           gamma=config.gamma, p=config.dice_p, batch_size=config.batch_size)
+
+
+def init(config: Config, spec: Spec, key: jax.Array) -> State:
+    k_base, k_dice = jax.random.split(key)
+    return State(base=bcq.init(_base_config(config), spec, k_base), dice=dualdice.init(_dice_config(config), spec,
+                                                                                         k_dice),
+                 step=jnp.zeros((), jnp.int32), config=config)
+
+
+def augmented_reward(rewards: jnp.ndarray, ratios: jnp.ndarray, variance_lambda: float) -> jnp.ndarray:
+    """r~ = r - lambda nu r - lambda r^2 with the closed-form dual nu = w r   (Eq. 7)."""
+    nu = ratios * rewards
+    return rewards - variance_lambda * nu * rewards - variance_lambda * rewards**2
+
+
+def processed_ratios(raw: jnp.ndarray, max_ratio: float, self_normalise: bool) -> jnp.ndarray:
+    """w clipped to [0, max_ratio], then divided by its batch mean when self-normalising."""
+    w = jnp.clip(raw, 0.0, max_ratio)
+    return w / jnp.maximum(jnp.mean(w), 1e-6) if self_normalise else w
+
+
+def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
+    config = state.config
+    k_next, k_init, k_base = jax.random.split(key, 3)
+    dice_batch = {**batch,
+                  "policy_next_actions": bcq.act(state.base, batch["next_observations"], k_next),
+                  "policy_initial_actions": bcq.act(state.base, batch["initial_observations"], k_init)}
+    dice, dice_metrics = dualdice.update(state.dice, dice_batch, key)
+    ratios = jax.lax.stop_gradient(processed_ratios(dualdice.ratio(dice, batch["observations"], batch["actions"]),
+                                                    config.max_ratio, config.self_normalise))
+    if config.importance_weighting:
+        base_batch = {**batch, "augmented_rewards": batch["rewards"], "critic_weights": ratios}
+    else:
+        base_batch = {**batch, "augmented_rewards": augmented_reward(batch["rewards"], ratios, config.variance_lambda)}
+    base, base_metrics = bcq.update(state.base, base_batch, k_base)
+    metrics = {**base_metrics, **{f"dice/{k}": v for k, v in dice_metrics.items()},
+               "ratio_mean": jnp.mean(ratios), "ratio_max": jnp.max(ratios),
+               "augmented_reward_mean": jnp.mean(base_batch["augmented_rewards"])}
+    return state.replace(base=base, dice=dice, step=state.step + 1), metrics
+
+
+def act(state: State, obs: jnp.ndarray, key: jax.Array, deterministic: bool = True) -> jnp.ndarray:
+    return bcq.act(state.base, obs, key, deterministic)
+
+
+def base_update_key(key: jax.Array) -> jax.Array:
+    """The key OVR's update hands to BCQ (for tests comparing the two updates)."""
+    return jax.random.split(key, 3)[2]
+
+
+__all__ = ["Config", "State", "init", "update", "act", "augmented_reward", "processed_ratios"]
