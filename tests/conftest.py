@@ -26,6 +26,16 @@ def small_dataset() -> Dataset:
     return Dataset.from_arrays(make_arrays(), metadata={"env": "inverted-pendulum", "kind": "synthetic"})
 
 
+@pytest.fixture
+def float64():
+    """Double precision for the exact (tabular) checks, restored afterwards."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", False)
+
+
 @pytest.fixture(autouse=True)
 def isolated_data_dir(tmp_path, monkeypatch):
     """Every test gets its own $DRORL_DATA so nothing touches the user's cache."""

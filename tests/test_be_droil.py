@@ -14,13 +14,6 @@ from drorl.train import RunSettings, train
 from conftest import make_arrays
 
 
-@pytest.fixture
-def float64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
-
-
 def tabular_problem(seed=0, states=3, actions=2, gamma=0.9):
     rng = np.random.default_rng(seed)
     transition = rng.dirichlet(np.ones(states), size=(states, actions))  # T(s'|s,a)

@@ -9,13 +9,6 @@ from scipy.optimize import minimize
 from drorl.algos import dualdice
 
 
-@pytest.fixture
-def float64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
-
-
 def tabular(seed=0, states=4, actions=2, gamma=0.9):
     rng = np.random.default_rng(seed)
     transition = rng.dirichlet(np.ones(states), size=(states, actions))
