@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -51,3 +52,17 @@ def load(path: str | Path, target: Any) -> tuple[int, Any]:
         raise DrorlError(f"{path}: not a drorl checkpoint matching this run ({exc})") from None
     tree = jax.tree_util.tree_map(lambda x: np.asarray(x), tree)
     return int(raw["step"]), tree
+
+
+def require_same_run(path: Path, old: dict, new: dict, keys: tuple[str, ...]) -> None:
+    """Refuse to resume into ``path`` (a config.json) unless ``keys`` agree; "a.b" looks inside a.
+
+    Values are compared as JSON, so tuples in the new record equal lists read back from disk.
+    """
+    for key in keys:
+        first, _, second = key.partition(".")
+        before, after = old.get(first), new.get(first)
+        if second:
+            before, after = (before or {}).get(second), (after or {}).get(second)
+        if json.loads(json.dumps(before)) != json.loads(json.dumps(after)):
+            raise DrorlError(f"{path}: the existing run has a different {key!r}; use a new --out directory")

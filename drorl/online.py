@@ -108,13 +108,8 @@ def _record(algo_name: str, task: str, config: Any, settings: OnlineSettings) ->
             "online": dataclasses.asdict(settings), "drorl_version": drorl.__version__}
 
 
-def _check_resumable(path: Path, old: dict, new: dict) -> None:
-    for key in ("algorithm", "env", "config"):
-        if json.loads(json.dumps(old[key])) != json.loads(json.dumps(new[key])):
-            raise DrorlError(f"{path}: the existing run has a different {key!r}; use a new --out directory")
-    for key in ("seed", "num_envs", "buffer_size", "update_every", "updates_per_step"):
-        if old["online"][key] != new["online"][key]:
-            raise DrorlError(f"{path}: the existing run has a different {key!r}; use a new --out directory")
+_MUST_MATCH = ("algorithm", "env", "config", "online.seed", "online.num_envs", "online.buffer_size",
+               "online.update_every", "online.updates_per_step")
 
 
 def train_online(algo_name: str, task: str, out_dir: str | Path, settings: OnlineSettings,
@@ -130,7 +125,7 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
     record = _record(algo_name, info.name, config, settings)
     config_path = out / "config.json"
     if config_path.exists():
-        _check_resumable(config_path, json.loads(config_path.read_text()), record)
+        checkpoint.require_same_run(config_path, json.loads(config_path.read_text()), record, _MUST_MATCH)
     write_json_atomic(config_path, record)
 
     spec = online_spec(info.name)

@@ -122,15 +122,7 @@ def _run_record(algo_name: str, config: Any, spec: Spec, settings: RunSettings, 
     }
 
 
-_MUST_MATCH = ("algorithm", "config", "seeds", "updates_per_call", "spec")
-
-
-def _check_resumable(path: Path, old: dict, new: dict) -> None:
-    for key in _MUST_MATCH:
-        if json.loads(json.dumps(old.get(key))) != json.loads(json.dumps(new[key])):
-            raise DrorlError(f"{path}: the existing run has a different {key!r}; use a new --out directory")
-    if old["dataset"]["hash"] != new["dataset"]["hash"]:
-        raise DrorlError(f"{path}: the existing run was trained on different data; use a new --out directory")
+_MUST_MATCH = ("algorithm", "config", "seeds", "updates_per_call", "spec", "dataset.hash")
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -173,7 +165,7 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
     record = _run_record(algo_name, config, spec, settings, dataset, dataset_id)
     config_path = out / "config.json"
     if config_path.exists():
-        _check_resumable(config_path, json.loads(config_path.read_text()), record)
+        checkpoint.require_same_run(config_path, json.loads(config_path.read_text()), record, _MUST_MATCH)
     write_json_atomic(config_path, record)
 
     seeds = list(settings.seeds)

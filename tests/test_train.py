@@ -60,7 +60,7 @@ def test_resume_refuses_a_different_run(tmp_path, small_dataset):
 
     train("bc", small_dataset, tmp_path / "r", RunSettings(steps=100, seeds=(0,), updates_per_call=100),
           progress=False)
-    with pytest.raises(DrorlError, match="different 'seeds'"):
+    with pytest.raises(DrorlError, match="different .seeds."):
         train("bc", small_dataset, tmp_path / "r", RunSettings(steps=100, seeds=(1,), updates_per_call=100),
               progress=False)
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from drorl import algos, checkpoint, zoo
+from drorl.algos.base import config_from_dict
 from drorl.errors import DrorlError
 from drorl.evaluate import run_episodes
 from drorl.online import actor_params, online_spec, with_actor_params
@@ -48,7 +49,7 @@ def load_snapshots(run_dir: Path) -> tuple[dict[str, Any], list[int], Any, Any]:
 def _template(record: dict) -> Any:
     """A freshly initialised state of the run's algorithm and config (the shapes to load into)."""
     algo = algos.get(record["algorithm"])
-    config = algo.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()})
+    config = config_from_dict(algo.Config, record["config"])
     return algo.init(config, online_spec(record["env"]), jax.random.PRNGKey(0))
 
 
