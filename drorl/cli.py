@@ -262,9 +262,9 @@ def evaluate_cmd(
 
 @app.command("benchmark")
 def benchmark_cmd(
-    suite: str = typer.Argument(..., help="robust-il"),
+    suite: str = typer.Argument(..., help="robust-il or ovr"),
     profile: str = typer.Option("quick", help="quick, full, or a suite-specific ablation (robust-il: rho-sweep, "
-                                              "balance, divergence)."),
+                                              "balance, divergence; ovr: lambda-sweep, iw)."),
     backend: str = typer.Option("local", help="local (one process) or ray (pip install 'drorl[ray]')."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default runs/benchmark/SUITE-PROFILE); "
                                                   "an interrupted benchmark resumes there."),

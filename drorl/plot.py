@@ -66,6 +66,28 @@ def plot_robustness(evals: list[tuple[str, dict]], out: Path, title: str | None 
     return _save(fig, out)
 
 
+def plot_score_bars(groups: list[str], series: list[tuple[str, list[tuple[float, float]]]], out: Path,
+                    title: str, ylabel: str = "normalised score") -> Path:
+    """Grouped bars: one group per cell (e.g. dataset), one bar per series, error bars the given half-widths.
+
+    ``series``: (label, [(mean, half_width) per group]).
+    """
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(groups) * (0.5 + 0.4 * len(series))), 3.6),
+                           layout="constrained")
+    x = np.arange(len(groups))
+    for i, (label, cells) in enumerate(series):
+        means, halves = np.array(cells, dtype=np.float64).reshape(-1, 2).T
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, yerr=halves, capsize=3, color=f"C{i}",
+               label=label)
+    ax.set_xticks(x, groups, rotation=20 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _save(fig, out)
+
+
 def plot_learning_curves(runs: list[tuple[str, list[dict]]], out: Path) -> Path:
     """Every logged metric against the step, averaged over seeds, one panel per metric."""
     metrics = sorted({k for _, lines in runs for line in lines for k in line

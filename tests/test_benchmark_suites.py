@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from drorl.benchmarks.common import mean_and_ci
 from drorl.benchmarks.robust_il import run
 
@@ -19,3 +21,31 @@ def test_robust_il_smoke_writes_report_and_plot(tmp_path):
     assert len(results["inverted-pendulum/BE-DROIL"]["nominal"]) == 2  # one score per seed
     # a second run resumes: nothing is retrained and the report is identical
     assert run("smoke", tmp_path / "bench").read_text() == text
+
+
+def test_difference_verdict_is_a_welch_interval():
+    from scipy import stats
+
+    from drorl.benchmarks.common import difference_verdict
+
+    a, b = [10.0, 12.0, 11.0, 13.0], [1.0, 2.0, 4.0]
+    diff, half, verdict = difference_verdict(a, b)
+    low, high = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert diff == pytest.approx((low + high) / 2) and half == pytest.approx((high - low) / 2)
+    assert verdict == "helps" and difference_verdict(b, a)[2] == "hurts"
+    assert difference_verdict([1.0, 3.0], [2.0, 2.5])[2] == "ties"
+
+
+def test_ovr_smoke_writes_report_and_bar_chart(tmp_path):
+    from drorl.benchmarks import ovr
+
+    report = ovr.run("smoke", tmp_path / "bench")
+    text = report.read_text()
+    assert "| expert | " in text and "| expert +N(0,1²) | " in text and "BCQ+OVR − BCQ" in text
+    assert (tmp_path / "bench" / "inverted-pendulum.png").read_bytes()[:4] == b"\x89PNG"
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert len(results["inverted-pendulum/expert +N(0,1²)/BCQ+OVR"]) == 2  # one score per seed
+    config = json.loads((tmp_path / "bench" / "inverted-pendulum" / "expert-noise1" / "BCQ+OVR" / "config.json")
+                        .read_text())
+    assert config["dataset"]["id"].endswith("+reward_noise(1)") and config["config"]["reward_scale"] > 0
+    assert ovr.run("smoke", tmp_path / "bench").read_text() == text  # resumes: nothing retrained

@@ -34,6 +34,9 @@ def test_augmented_reward_by_hand_with_unit_ratio():
     np.testing.assert_allclose(ovr.augmented_reward(r, jnp.ones(3), lam), [1 - 0.6, -2 - 2.4, 0.5 - 0.15], rtol=1e-6)
     np.testing.assert_allclose(ovr.augmented_reward(r, jnp.full(3, 2.0), lam),
                                r - lam * 2.0 * r * r - lam * r * r, rtol=1e-6)
+    # reward_scale c: the penalty is lam c ((r / c)^2 w + (r / c)^2) = (lam / c) (w r^2 + r^2)
+    np.testing.assert_allclose(ovr.augmented_reward(r, jnp.ones(3), lam, reward_scale=4.0),
+                               r - 2 * (lam / 4.0) * r * r, rtol=1e-6)
 
 
 def test_ratios_are_clipped_and_self_normalised():

@@ -28,6 +28,9 @@ class Config(bcq.Config):
 
     Attributes:
         variance_lambda: lambda >= 0, the weight of the variance penalty (0: plain BCQ).
+        reward_scale: the unit of reward the penalty is measured in: the r^2 terms of Eq. 7 are
+            computed on r / reward_scale (and scaled back), so one lambda means the same on tasks whose
+            rewards differ in size (the benchmark sets it to the dataset's mean |r|; 1: the paper's raw form).
         dice_hidden_dims, dice_lr, dice_p: DualDICE's networks, learning rate (both) and exponent.
         max_ratio: w is clipped to [0, max_ratio].
         self_normalise: divide w by its batch mean.
@@ -35,6 +38,7 @@ class Config(bcq.Config):
     """
 
     variance_lambda: float = 0.1
+    reward_scale: float = 1.0
     dice_hidden_dims: tuple[int, ...] = (64, 64)
     dice_lr: float = 1e-4
     dice_p: float = 1.5
@@ -68,10 +72,15 @@ def init(config: Config, spec: Spec, key: jax.Array) -> State:
                  step=jnp.zeros((), jnp.int32), config=config)
 
 
-def augmented_reward(rewards: jnp.ndarray, ratios: jnp.ndarray, variance_lambda: float) -> jnp.ndarray:
-    """r~ = r - lambda nu r - lambda r^2 with the closed-form dual nu = w r   (Eq. 7)."""
-    nu = ratios * rewards
-    return rewards - variance_lambda * nu * rewards - variance_lambda * rewards**2
+def augmented_reward(rewards: jnp.ndarray, ratios: jnp.ndarray, variance_lambda: float,
+                     reward_scale: float = 1.0) -> jnp.ndarray:
+    """r~ = r - lambda nu r - lambda r^2 with the closed-form dual nu = w r   (Eq. 7),
+
+    the penalty computed on r / reward_scale and multiplied back by reward_scale.
+    """
+    unit = rewards / reward_scale
+    nu = ratios * unit
+    return rewards - reward_scale * variance_lambda * (nu * unit + unit**2)
 
 
 def processed_ratios(raw: jnp.ndarray, max_ratio: float, self_normalise: bool) -> jnp.ndarray:
@@ -92,7 +101,8 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
     if config.importance_weighting:
         base_batch = {**batch, "augmented_rewards": batch["rewards"], "critic_weights": ratios}
     else:
-        base_batch = {**batch, "augmented_rewards": augmented_reward(batch["rewards"], ratios, config.variance_lambda)}
+        base_batch = {**batch, "augmented_rewards": augmented_reward(batch["rewards"], ratios, config.variance_lambda,
+                                                                         config.reward_scale)}
     base, base_metrics = bcq.update(state.base, base_batch, k_base)
     metrics = {**base_metrics, **{f"dice/{k}": v for k, v in dice_metrics.items()},
                "ratio_mean": jnp.mean(ratios), "ratio_max": jnp.max(ratios),

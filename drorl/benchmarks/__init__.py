@@ -7,7 +7,7 @@ from types import ModuleType
 
 from drorl.errors import DrorlError
 
-SUITES = {"robust-il": "drorl.benchmarks.robust_il"}
+SUITES = {"robust-il": "drorl.benchmarks.robust_il", "ovr": "drorl.benchmarks.ovr"}
 
 
 def get_suite(name: str) -> ModuleType:

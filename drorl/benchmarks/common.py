@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -23,6 +25,52 @@ def mean_and_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, fl
 def fmt(values: Sequence[float]) -> str:
     mean, half = mean_and_ci(values)
     return f"{mean:.1f} ± {half:.1f}"
+
+
+def difference_verdict(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float, str]:
+    """mean(a) - mean(b), the half-width of its Welch confidence interval, and "helps" / "hurts" when the
+    interval excludes 0, else "ties" (also with fewer than two seeds on either side)."""
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    diff = float(x.mean() - y.mean())
+    if x.size < 2 or y.size < 2:
+        return diff, float("nan"), "ties"
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = np.sqrt(vx + vy)
+    if se == 0:
+        return diff, 0.0, "ties" if diff == 0 else ("helps" if diff > 0 else "hurts")
+    dof = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
+    verdict = "helps" if diff - half > 0 else "hurts" if diff + half < 0 else "ties"
+    return diff, half, verdict
+
+
+def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, dataset_id: str, task: str,
+                       run_dir: Path, steps: int, seeds: Sequence[int], episodes: int,
+                       families: Sequence[str] = (), label: str | None = None) -> dict[str, Any]:
+    """Train (or resume) ``algorithm`` on ``dataset`` for every seed at once, then evaluate on ``task``
+    (nominal, and along each perturbation family): the content of the run's eval.json, which is
+    reused when it already exists."""
+    from drorl import algos
+    from drorl.algos.base import config_from_dict
+    from drorl.evaluate import evaluate_sweeps, write_eval_json
+    from drorl.runs import reference_scores, spec_for
+    from drorl.train import RunSettings, policy_fn, train
+
+    algo = algos.get(algorithm)
+    config = config_from_dict(algo.Config, {**dataclasses.asdict(algo.Config()), **overrides})
+    settings = RunSettings(steps=steps, seeds=tuple(seeds), updates_per_call=min(1000, steps),
+                           checkpoint_every=max(steps // 4, 1), env=task)
+    states, run_dir = train(algorithm, dataset, run_dir, settings, config=config, spec=spec_for(dataset, task),
+                            dataset_id=dataset_id, progress=False)
+    eval_path = run_dir / "eval.json"
+    if eval_path.is_file():
+        return json.loads(eval_path.read_text())
+    ref_min, ref_max, source = reference_scores(dataset.metadata, task)
+    result = evaluate_sweeps(policy_fn(algo, states), len(seeds), task, list(families), episodes,
+                             ref_min=ref_min, ref_max=ref_max, reference_source=source, progress=False)
+    result.update(algorithm=algorithm, label=label or algorithm, seeds=list(seeds))
+    write_eval_json(eval_path, result)
+    return result
 
 
 def run_jobs(jobs: Sequence[Any], work: Callable[[Any], Any], backend: str = "local") -> list[Any]:

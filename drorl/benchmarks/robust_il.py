@@ -12,22 +12,16 @@ evaluation is skipped where eval.json exists.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 from rich.console import Console
 
-from drorl import algos
-from drorl.algos.base import config_from_dict
-from drorl.benchmarks.common import SeedCurves, fmt, run_jobs
+from drorl.benchmarks.common import SeedCurves, fmt, run_jobs, train_and_evaluate
 from drorl.data.registry import resolve
-from drorl.evaluate import evaluate_sweeps, write_eval_json
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
 from drorl.plot import plot_robustness
 from drorl.report import comparison_table
-from drorl.runs import reference_scores, spec_for
-from drorl.train import RunSettings, policy_fn, train
 
 # DR-BC's published radius and learning rate per task.
 DRBC_PUBLISHED = {"hopper": {"rho": 0.2}, "halfcheetah": {"rho": 0.3, "lr": 1e-5}, "walker2d": {"rho": 0.5},
@@ -83,22 +77,8 @@ def _dataset_name(profile: Profile, task: str) -> str:
 def run_job(job: Job) -> dict[str, Any]:
     """Train (or resume) one algorithm on one task for every seed, then evaluate its sweeps."""
     dataset, name, _ = resolve(_dataset_name(job.profile, job.task), progress=False)
-    algo = algos.get(job.algorithm)
-    config = config_from_dict(algo.Config, {**dataclasses.asdict(algo.Config()), **job.overrides})
-    settings = RunSettings(steps=job.profile.steps, seeds=job.profile.seeds, updates_per_call=min(1000, job.profile.steps),
-                           checkpoint_every=max(job.profile.steps // 4, 1), env=job.task)
-    states, run_dir = train(job.algorithm, dataset, job.run_dir, settings, config=config,
-                            spec=spec_for(dataset, job.task), dataset_id=name, progress=False)
-    eval_path = run_dir / "eval.json"
-    if eval_path.is_file():
-        return json.loads(eval_path.read_text())
-    ref_min, ref_max, source = reference_scores(dataset.metadata, job.task)
-    result = evaluate_sweeps(policy_fn(algo, states), len(job.profile.seeds), job.task, list(job.profile.families),
-                             job.profile.episodes, ref_min=ref_min, ref_max=ref_max, reference_source=source,
-                             progress=False)
-    result.update(algorithm=job.algorithm, label=job.label, seeds=list(job.profile.seeds))
-    write_eval_json(eval_path, result)
-    return result
+    return train_and_evaluate(job.algorithm, job.overrides, dataset, name, job.task, job.run_dir, job.profile.steps,
+                              job.profile.seeds, job.profile.episodes, job.profile.families, job.label)
 
 
 def _prepare_datasets(profile: Profile) -> None:

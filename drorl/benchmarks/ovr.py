@@ -1,0 +1,189 @@
+"""The variance-regularisation experiment (OVR's): BCQ against BCQ + OVR on D4RL-style datasets, with
+and without N(0, 1) reward noise, scored at nominal dynamics.
+
+Profiles: ``quick`` (hopper medium and mixed; 3 seeds), ``full`` (hopper, walker2d, halfcheetah x
+random, medium, mixed, expert; clean and noisy rewards; 5 seeds), ``lambda-sweep`` (the sweep that
+chose OVR's default lambda, hopper medium and mixed), ``iw`` (the "BCQ + I.W." ablation on hopper) and
+``smoke`` (seconds, for the tests). OVR measures its penalty in units of the dataset's mean |r|
+(``reward_scale``), so one lambda serves every task. Every run resumes: training from its checkpoints,
+evaluation is skipped where eval.json exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from drorl.benchmarks.common import difference_verdict, fmt, mean_and_ci, run_jobs, train_and_evaluate
+from drorl.data.corrupt import reward_noise
+from drorl.data.dataset import Dataset
+from drorl.errors import DrorlError
+from drorl.io_utils import write_bytes_atomic, write_json_atomic
+from drorl.plot import plot_score_bars
+
+MAIN = (("BCQ", "bcq", {}), ("BCQ+OVR", "bcq-ovr", {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    tasks: tuple[str, ...]
+    kinds: tuple[str, ...]
+    seeds: tuple[int, ...]
+    steps: int
+    episodes: int
+    noise: tuple[float, ...] = (0.0,)  # reward-noise standard deviations (0: clean)
+    variants: tuple[tuple[str, str, dict[str, Any]], ...] = MAIN
+    transitions: int | None = None  # None: the registry's datasets (1M transitions)
+
+
+PROFILES = {
+    "smoke": Profile(("inverted-pendulum",), ("expert",), (0, 1), steps=100, episodes=1, noise=(0.0, 1.0),
+                     transitions=4000),
+    "quick": Profile(("hopper",), ("medium", "mixed"), (0, 1, 2), steps=10_000, episodes=5),
+    "full": Profile(("hopper", "walker2d", "halfcheetah"), ("random", "medium", "mixed", "expert"),
+                    (0, 1, 2, 3, 4), steps=100_000, episodes=10, noise=(0.0, 1.0)),
+    "lambda-sweep": Profile(("hopper",), ("medium", "mixed"), (0, 1, 2), steps=10_000, episodes=5,
+                            variants=(("BCQ", "bcq", {}),
+                                      *((f"OVR lambda={lam}", "bcq-ovr", {"variance_lambda": lam})
+                                        for lam in (0.01, 0.1, 1.0)))),
+    "iw": Profile(("hopper",), ("medium", "mixed"), (0, 1, 2), steps=10_000, episodes=5,
+                  variants=(*MAIN, ("BCQ+I.W.", "bcq-ovr", {"importance_weighting": True}))),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    task: str
+    kind: str
+    noise: float
+    label: str
+    algorithm: str
+    overrides: dict[str, Any]
+    profile: Profile
+    out: Path
+
+    @property
+    def cell(self) -> str:
+        return self.kind + (f" +N(0,{self.noise:g}²)" if self.noise else "")
+
+    @property
+    def run_dir(self) -> Path:
+        noise = f"-noise{self.noise:g}" if self.noise else ""
+        return self.out / self.task / f"{self.kind}{noise}" / self.label.replace(" ", "_").replace("=", "")
+
+
+def _clean_dataset(job: Job) -> tuple[Dataset, str]:
+    from drorl.data.hdf5 import read_hdf5
+    from drorl.data.registry import resolve
+
+    if job.profile.transitions is None:
+        dataset, name, _ = resolve(f"{job.task}-{job.kind}", progress=False)
+        return dataset, name
+    path = _small_dataset_path(job.out, job.task, job.kind)
+    return read_hdf5(path), str(path)
+
+
+def _small_dataset_path(out: Path, task: str, kind: str) -> Path:
+    """Profiles with their own (small) dataset size keep the data with the benchmark, not in the registry."""
+    return out / "data" / f"{task}-{kind}.hdf5"
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Train (or resume) one variant on one dataset for every seed, then score it at nominal dynamics."""
+    dataset, name = _clean_dataset(job)
+    if job.noise:
+        dataset, name = reward_noise(dataset, job.noise, seed=0), f"{name}+reward_noise({job.noise:g})"
+    overrides = dict(job.overrides)
+    if job.algorithm == "bcq-ovr":
+        overrides.setdefault("reward_scale", float(np.mean(np.abs(dataset.rewards))) or 1.0)
+    return train_and_evaluate(job.algorithm, overrides, dataset, name, job.task, job.run_dir, job.profile.steps,
+                              job.profile.seeds, job.profile.episodes, label=job.label)
+
+
+def _prepare_datasets(profile: Profile, out: Path) -> None:
+    """Generate every dataset once, before jobs (possibly parallel ones) read them."""
+    from drorl.data.generate import generate
+    from drorl.data.hdf5 import write_hdf5
+    from drorl.data.registry import resolve
+
+    for task in profile.tasks:
+        for kind in profile.kinds:
+            if profile.transitions is None:
+                resolve(f"{task}-{kind}")
+                continue
+            path = _small_dataset_path(out, task, kind)
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_hdf5(generate(task, kind, transitions=profile.transitions, seed=0, progress=False), path)
+
+
+def run(profile_name: str, out: Path, backend: str = "local", console: Console | None = None) -> Path:
+    """Run every job of the profile; write ``report.md``, ``results.json`` and one bar chart per task."""
+    if profile_name not in PROFILES:
+        raise DrorlError(f"--profile {profile_name}: expected one of {', '.join(PROFILES)}")
+    console = console or Console()
+    profile = PROFILES[profile_name]
+    out = Path(out)
+    _prepare_datasets(profile, out)
+    jobs = [Job(task, kind, noise, label, algorithm, dict(overrides), profile, out)
+            for task in profile.tasks for kind in profile.kinds for noise in profile.noise
+            for label, algorithm, overrides in profile.variants]
+    console.print(f"ovr/{profile_name}: {len(jobs)} runs x {len(profile.seeds)} seeds, {profile.steps:,} steps")
+    results = run_jobs(jobs, run_job, backend)
+    labels = [label for label, _, _ in profile.variants]
+    for task in profile.tasks:
+        table = Table(title=f"{task}: normalised score, mean ± 95 % CI over {len(profile.seeds)} seeds")
+        for column in ("dataset", *labels):
+            table.add_column(column, justify="left" if column == "dataset" else "right")
+        scores = {(j.cell, j.label): _normalised_per_seed(r) for j, r in zip(jobs, results) if j.task == task}
+        for cell in dict.fromkeys(cell for cell, _ in scores):
+            table.add_row(cell, *(fmt(scores[cell, label]) for label in labels))
+        console.print(table)
+    return write_report(profile_name, profile, jobs, results, out)
+
+
+def _normalised_per_seed(result: dict[str, Any]) -> list[float]:
+    lo, hi = result["reference"]["min"], result["reference"]["max"]
+    return (100.0 * (np.asarray(result["nominal"]["per_seed"]) - lo) / (hi - lo)).tolist()
+
+
+def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: list[dict], out: Path) -> Path:
+    labels = [label for label, _, _ in profile.variants]
+    baseline = labels[0]
+    lines = [f"# Variance-regularisation benchmark ({profile_name})", "",
+             f"Seeds {list(profile.seeds)}; {profile.steps:,} gradient steps; {profile.episodes} evaluation "
+             "episodes per seed at nominal dynamics. Scores are normalised (0 = random, 100 = the expert reference "
+             "of the dataset's metadata); "
+             "entries are mean ± 95 % confidence half-width over seeds. The last columns compare each variant "
+             f"with {baseline}: the difference of means and its 95 % Welch interval, and the verdict "
+             "(helps / hurts when the interval excludes 0, else ties).", ""]
+    summary: dict[str, list[float]] = {}
+    for task in profile.tasks:
+        scores: dict[tuple[str, str], list[float]] = {}
+        cells = list(dict.fromkeys(j.cell for j in jobs if j.task == task))
+        for job, res in zip(jobs, results):
+            if job.task == task:
+                scores[job.cell, job.label] = _normalised_per_seed(res)
+                summary[f"{task}/{job.cell}/{job.label}"] = scores[job.cell, job.label]
+        others = labels[1:]
+        header = "| dataset | " + " | ".join(labels) + " | " + " | ".join(f"{o} − {baseline}" for o in others) + " |"
+        lines += [f"## {task}", "", header, "|---" * (1 + len(labels) + len(others)) + "|"]
+        for cell in cells:
+            comparisons = []
+            for other in others:
+                diff, half, verdict = difference_verdict(scores[cell, other], scores[cell, baseline])
+                comparisons.append(f"{diff:+.1f} ± {half:.1f} ({verdict})")
+            lines.append(f"| {cell} | " + " | ".join(fmt(scores[cell, label]) for label in labels) + " | "
+                         + " | ".join(comparisons) + " |")
+        series = [(label, [mean_and_ci(scores[cell, label]) for cell in cells]) for label in labels]
+        plot = plot_score_bars(cells, series, out / f"{task}.png", title=f"{task} ({profile_name})")
+        lines += ["", f"![{task}]({plot.name})", ""]
+    report = out / "report.md"
+    write_bytes_atomic(report, "\n".join(lines).encode())
+    write_json_atomic(out / "results.json", summary)
+    return report
