@@ -119,3 +119,41 @@ def test_sampled_training_recovers_ratio_and_value(seed):
     weights = dualdice.ratio(state, batch["observations"], batch["actions"])
     estimate = float(dualdice.value_estimate(weights, batch["rewards"], m["gamma"]))
     assert estimate == pytest.approx(m["value"], rel=0.05)
+
+
+def test_estimate_policy_value_from_trajectories():
+    """The public off-policy evaluator on a dataset of behaviour trajectories of the tabular MDP (initial
+    states = first states of the episodes): the target policy's value within 5 %."""
+    from drorl.data.dataset import Dataset
+
+    m = tabular(6)
+    S, A = m["d_data"].shape
+    rng = np.random.default_rng(0)
+    episodes, horizon = 1000, 30
+    behaviour = 0.5 * m["target"] + 0.5 / A  # half the target policy, half uniform: ratios 0.2 to 1.4
+    s = rng.choice(S, size=episodes, p=m["mu0"])
+    rows = {k: [] for k in ("s", "a", "r", "s_next")}
+    for _ in range(horizon):
+        a = np.array([rng.choice(A, p=behaviour[x]) for x in s])
+        s_next = np.array([rng.choice(S, p=m["T"][x, y]) for x, y in zip(s, a)])
+        for key, value in zip(rows, (s, a, m["reward"][s, a], s_next)):
+            rows[key].append(value)
+        s = s_next
+    s, a, r, s_next = (np.stack(rows[k], axis=1).reshape(-1) for k in rows)  # episode-major order
+    timeouts = np.zeros((episodes, horizon), bool)
+    timeouts[:, -1] = True
+    eye_s, eye_a = np.eye(S, dtype=np.float32), np.eye(A, dtype=np.float32)
+    dataset = Dataset.from_arrays({"observations": eye_s[s], "actions": eye_a[a], "rewards": r.astype(np.float32),
+                                   "next_observations": eye_s[s_next], "terminals": np.zeros(s.size, bool),
+                                   "timeouts": timeouts.reshape(-1)})
+    log_target = jnp.log(jnp.asarray(m["target"], jnp.float32))
+
+    def target_policy(obs, key):
+        return jax.nn.one_hot(jax.random.categorical(key, log_target[jnp.argmax(obs, -1)]), A)
+
+    spec = Spec(S, A, np.zeros(A, np.float32), np.ones(A, np.float32), np.zeros(S, np.float32),
+                np.ones(S, np.float32))
+    config = dualdice.Config(nu_lr=1e-3, zeta_lr=1e-3, gamma=m["gamma"])
+    value, state = dualdice.estimate_policy_value(dataset, target_policy, config, steps=15000, spec=spec)
+    assert value == pytest.approx(m["value"], rel=0.05)
+    assert int(state.step) == 15000

@@ -12,13 +12,15 @@ E_D[w r] / (1 - g). Defaults: dice_rl's continuous-action estimator (64-64 ReLU,
 networks, gradient clipping at 1.0, p = 1.5, one sampled next action).
 
 The caller supplies the target policy's actions in the batch: ``policy_next_actions`` (a' ~ pi(s'))
-and ``policy_initial_actions`` (a0 ~ pi(s0)); OVR fills them with its current policy.
+and ``policy_initial_actions`` (a0 ~ pi(s0)); OVR fills them with its current policy, and
+``estimate_policy_value`` (off-policy evaluation of any policy from a dataset) with the given one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Callable
 
 import flax.struct
 import jax
@@ -26,6 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from drorl.algos.base import Scaler, Spec
+from drorl.errors import DrorlError
 from drorl.nn.critics import Critic
 
 
@@ -143,3 +146,51 @@ def ratio(state: State, obs: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
 def value_estimate(weights: jnp.ndarray, rewards: jnp.ndarray, gamma: float) -> jnp.ndarray:
     """V^pi(mu0) = E_D[w r] / (1 - g): the normalised occupancy turns per-step rewards into the value."""
     return jnp.mean(weights * rewards) / (1.0 - gamma)
+
+
+TargetPolicy = Callable[[jnp.ndarray, jax.Array], jnp.ndarray]  # (observations [B, obs], key) -> actions [B, act]
+
+
+def for_target_policy(target_policy: TargetPolicy) -> SimpleNamespace:
+    """An update for the training loop (``drorl.train.make_train_chunk``) that fills the batch's target-policy
+    actions at s' and s0 by sampling ``target_policy`` inside the compiled program."""
+
+    def update_for_policy(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
+        k_next, k_init = jax.random.split(key)
+        batch = {**batch, "policy_next_actions": target_policy(batch["next_observations"], k_next),
+                 "policy_initial_actions": target_policy(batch["initial_observations"], k_init)}
+        return update(state, batch, key)
+
+    return SimpleNamespace(update=update_for_policy)
+
+
+def estimate_policy_value(dataset: Any, target_policy: TargetPolicy, config: Config = Config(), steps: int = 100_000,
+                          seed: int = 0, spec: Spec | None = None, updates_per_call: int = 1000,
+                          progress: bool = False) -> tuple[float, State]:
+    """Off-policy evaluation: DualDICE fitted on ``dataset`` (initial states: first state of each episode)
+    for ``target_policy``; returns the normalised discounted value E_D[w r] / (1 - g) over the whole
+    dataset, and the fitted state (``ratio`` gives w(s, a)).
+
+    The value is E_{s0}[sum_t g^t r_t]. With a fixed budget the learning rates decay to 0 over ``steps``
+    (cosine) unless ``config.lr_decay_steps`` is set; ``steps`` rounds up to whole calls of
+    ``updates_per_call`` updates.
+    """
+    from drorl.progress import progress_bar
+    from drorl.train import device_data, init_states, make_train_chunk
+
+    if steps < 1:
+        raise DrorlError(f"steps={steps}: expected a positive number of DualDICE updates")
+    chunk_size, calls = min(updates_per_call, steps), -(-steps // min(updates_per_call, steps))
+    if config.lr_decay_steps == 0:
+        config = dataclasses.replace(config, lr_decay_steps=chunk_size * calls)
+    spec = spec or Spec.from_dataset(dataset)
+    data = device_data(dataset)
+    states, rngs = init_states(SimpleNamespace(init=init), config, spec, [seed])
+    chunk = make_train_chunk(for_target_policy(target_policy), config.batch_size, chunk_size)
+    with progress_bar("DualDICE", chunk_size * calls, enabled=progress, unit="updates") as advance:
+        for _ in range(calls):
+            states, rngs, _ = chunk(states, rngs, data)
+            advance(chunk_size)
+    state = jax.tree_util.tree_map(lambda x: x[0], states)
+    weights = jax.jit(ratio)(state, data["observations"], data["actions"])
+    return float(value_estimate(weights, data["rewards"], config.gamma)), state
