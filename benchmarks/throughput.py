@@ -35,13 +35,17 @@ from drorl.io_utils import write_json_atomic
 from drorl.train import device_data, init_states, make_train_chunk, policy_fn
 
 PROFILES = {
-    # updates per compiled call, timed calls, matmul sizes, evaluation episodes per point
-    "smoke": dict(updates=20, calls=2, matmul=(256,), eval_points=1, eval_episodes=1, max_steps=50, seeds=2),
-    "quick": dict(updates=500, calls=3, matmul=(256, 1024), eval_points=3, eval_episodes=2, max_steps=1000,
-                  seeds=5),
-    "full": dict(updates=1000, calls=5, matmul=(256, 1024, 2048), eval_points=5, eval_episodes=4, max_steps=1000,
-                 seeds=5),
+    # call_seconds: each algorithm's compiled call runs as many updates (between min_updates and
+    # max_updates) as take about this long at 60 % of the matmul peak (analytic FLOPs), so a 2 GFLOP
+    # BCQ update and a 0.1 GFLOP BC update cost the benchmark the same time; calls: timed calls.
+    "smoke": dict(call_seconds=0.0, min_updates=20, max_updates=20, calls=2, matmul=(256,), eval_points=1,
+                  eval_episodes=1, max_steps=50, seeds=2),
+    "quick": dict(call_seconds=0.4, min_updates=20, max_updates=1000, calls=3, matmul=(256, 1024), eval_points=3,
+                  eval_episodes=2, max_steps=1000, seeds=5),
+    "full": dict(call_seconds=1.5, min_updates=50, max_updates=5000, calls=5, matmul=(256, 1024, 2048),
+                 eval_points=5, eval_episodes=4, max_steps=1000, seeds=5),
 }
+EXPECTED_UTILISATION = 0.6  # only sizes the calls; the measured utilisation is what is reported
 # Hopper-sized problems: 11 observations, 3 actions.
 OBS_DIM, ACT_DIM = 11, 3
 
@@ -126,6 +130,11 @@ def analytic_flops(name: str, config: Any) -> float:
         # trained (3x); actor step: decode, actor trained (3x), critic 1 forward + backward (~2x).
         return config.batch_size * (3 * (enc + dec) + n * (dec + actor + 2 * critic) + 6 * critic
                                     + dec + 3 * actor + 2 * critic)
+    if name == "dualdice":
+        net = mlp_flops([OBS_DIM + ACT_DIM, *config.hidden_dims, 1])
+        policy = mlp_flops([OBS_DIM, 256, 256, 2 * ACT_DIM])
+        # the target policy sampled at s' and s0 (forward); nu at three inputs and zeta at one, trained (3x).
+        return config.batch_size * (2 * policy + 3 * 3 * net + 3 * net)
     if name == "dqn":
         q_net = mlp_flops([OBS_DIM, *config.hidden_dims, 2])
         # Q trained (3x) plus online and target networks forward at s' (double-Q target).
@@ -144,12 +153,38 @@ def synthetic_dataset(n: int, seed: int = 0) -> Dataset:
         "terminals": np.zeros(n, bool), "timeouts": timeouts})
 
 
+def updates_per_call(flops: float, peak_gflops: float, profile: dict) -> int:
+    """Updates that take about ``call_seconds`` at the expected utilisation, within the profile's bounds."""
+    guess = profile["call_seconds"] * EXPECTED_UTILISATION * peak_gflops * 1e9 / flops
+    return int(min(profile["max_updates"], max(profile["min_updates"], round(guess))))
+
+
+def benchmarked_algorithm(name: str) -> tuple[Any, Any]:
+    """The module-like object the training loop calls, and its config. DualDICE is benchmarked as an
+    off-policy evaluator of a small tanh-Gaussian policy sampled inside the program."""
+    if name != "dualdice":
+        algo = algos.get(name)
+        return algo, algo.Config()
+    from types import SimpleNamespace
+
+    from drorl.algos import dualdice
+    from drorl.nn.policies import TanhGaussianPolicy, tanh_gaussian_sample
+
+    policy = TanhGaussianPolicy((256, 256), ACT_DIM)
+    params = policy.init(jax.random.PRNGKey(0), jnp.zeros((1, OBS_DIM)))
+
+    def target_policy(obs, key):
+        return tanh_gaussian_sample(*policy.apply(params, obs), key)
+
+    return SimpleNamespace(init=dualdice.init, **vars(dualdice.for_target_policy(target_policy))), dualdice.Config()
+
+
 def bench_algorithm(name: str, profile: dict, peak: float, dataset: Dataset) -> dict[str, Any]:
-    algo = algos.get(name)
-    config = algo.Config()
+    algo, config = benchmarked_algorithm(name)
     spec = Spec.from_dataset(dataset)
     data = device_data(dataset)
-    k, calls, n_seeds = profile["updates"], profile["calls"], profile["seeds"]
+    flops = analytic_flops(name, config)
+    k, calls, n_seeds = updates_per_call(flops, peak, profile), profile["calls"], profile["seeds"]
 
     def runner(seeds: list[int]) -> tuple[Callable[[], Any], float]:
         """A call running k updates for ``seeds``, and the seconds its compilation took."""
@@ -168,9 +203,8 @@ def bench_algorithm(name: str, profile: dict, peak: float, dataset: Dataset) -> 
     single = timed(one, calls)
     many = timed(runner(list(range(n_seeds)))[0], calls)
     ups = k / single
-    flops = analytic_flops(name, config)
     return {
-        "algorithm": name, "batch_size": config.batch_size, "flops_per_update": flops,
+        "algorithm": name, "batch_size": config.batch_size, "flops_per_update": flops, "updates_per_call": k,
         "updates_per_s": ups, "gflops": flops * ups / 1e9, "utilisation": flops * ups / 1e9 / peak,
         "compile_s": compile_seconds,
         "seeds": n_seeds, "vmap_updates_per_s": n_seeds * k / many,
@@ -227,7 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the quick profile (a few minutes)")
     parser.add_argument("--smoke", action="store_true", help="seconds; checks that everything runs")
-    parser.add_argument("--algos", default=",".join(algos.names()), help="comma-separated algorithm names")
+    parser.add_argument("--algos", default=",".join([*algos.names(), "dualdice"]),
+                        help="comma-separated algorithm names (registered ones and dualdice)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
