@@ -260,6 +260,26 @@ def evaluate_cmd(
     console.print(f"wrote {out}")
 
 
+@app.command("ope")
+def ope_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory written by drorl train."),
+    dataset: str = typer.Option(..., help="Dataset name (TASK-KIND) or HDF5 path to evaluate the policy from."),
+    steps: int = typer.Option(50_000, help="DualDICE updates."),
+    gamma: float = typer.Option(0.99, help="Discount of the estimated value."),
+    seed_index: int = typer.Option(0, help="Which of the run's seeds to evaluate."),
+    rollouts: int = typer.Option(0, help="Also roll the policy out this many episodes: Monte-Carlo value."),
+):
+    """Off-policy evaluation with DualDICE: a run's discounted value estimated from a fixed dataset."""
+    from drorl.runs import off_policy_evaluation
+
+    result = off_policy_evaluation(run_dir, dataset, steps=steps, gamma=gamma, seed_index=seed_index,
+                                   rollouts=rollouts)
+    line = f"DualDICE value (gamma {gamma}): {result['dualdice_value']:.2f}"
+    if rollouts:
+        line += f"; Monte-Carlo over {rollouts} episodes: {result['monte_carlo_value']:.2f} ± {result['monte_carlo_std']:.2f}"
+    console.print(line)
+
+
 @app.command("benchmark")
 def benchmark_cmd(
     suite: str = typer.Argument(..., help="robust-il or ovr"),

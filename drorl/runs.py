@@ -121,3 +121,54 @@ def evaluate_zoo_policy(policy_id: str, sweep: str, *, episodes: int, seed: int 
     result["manifest_return"] = {"mean": entry.return_mean, "std": entry.return_std}
     write_eval_json(out, result)
     return json.loads(json.dumps(result))
+
+
+def discounted_returns(policy: Callable[[np.ndarray], np.ndarray], task: str, episodes: int, gamma: float,
+                       seed: int = 0) -> np.ndarray:
+    """Monte-Carlo sum_t g^t r_t of ``episodes`` episodes of a single-observation policy (the check for OPE)."""
+    from drorl.envs import make_env
+    from drorl.evaluate import episode_seeds
+
+    env = make_env(task)
+    returns = np.zeros(episodes)
+    try:
+        for e, reset_seed in enumerate(episode_seeds(seed, episodes)):
+            obs, _ = env.reset(seed=reset_seed)
+            done, discount = False, 1.0
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(policy(np.asarray(obs, np.float32)))
+                returns[e] += discount * float(reward)
+                discount *= gamma
+                done = terminated or truncated
+    finally:
+        env.close()
+    return returns
+
+
+def off_policy_evaluation(run_dir: str | Path, dataset_id: str, *, steps: int, gamma: float, seed_index: int = 0,
+                          rollouts: int = 0, progress: bool = True) -> dict[str, Any]:
+    """DualDICE's estimate of a run's policy value (one of its seeds) from a dataset, and, with ``rollouts``,
+    the Monte-Carlo discounted return of the policy in the run's task for comparison."""
+    import dataclasses
+
+    import jax
+
+    from drorl.algos import dualdice
+
+    algo, record, states = load_states(Path(run_dir))
+    if not 0 <= seed_index < len(record["seeds"]):
+        raise DrorlError(f"--seed-index {seed_index}: the run has {len(record['seeds'])} seeds")
+    state = jax.tree_util.tree_map(lambda x: x[seed_index], states)
+    dataset, name, _ = resolve(dataset_id, progress=progress)
+    task = record.get("env")
+    config = dataclasses.replace(dualdice.Config(), gamma=gamma)
+    value, _ = dualdice.estimate_policy_value(dataset, lambda obs, key: algo.act(state, obs, key, True), config,
+                                              steps=steps, spec=spec_for(dataset, task), progress=progress)
+    result: dict[str, Any] = {"run": str(run_dir), "dataset": name, "gamma": gamma, "dualdice_value": value}
+    if rollouts > 0:
+        if task is None:
+            raise DrorlError(f"{run_dir}/config.json names no task to roll the policy out in")
+        act = jax.jit(lambda obs: algo.act(state, obs[None], jax.random.PRNGKey(0), True)[0])
+        mc = discounted_returns(lambda obs: np.asarray(act(obs)), task, rollouts, gamma)
+        result.update(monte_carlo_value=float(mc.mean()), monte_carlo_std=float(mc.std()), rollouts=rollouts)
+    return result

@@ -131,6 +131,13 @@ def test_train_evaluate_plot(tmp_path, monkeypatch, capsys):
     assert all({"value", "return_mean", "normalized_mean", "per_seed"} <= set(p) for p in result["sweeps"]["gravity"])
     assert "gravity" in out and "nominal" in out
 
+    code, out, err = run_cli(monkeypatch, capsys, "ope", str(run), "--dataset", str(data), "--steps", "200",
+                             "--gamma", "0.9", "--rollouts", "1")
+    assert code == 0, err
+    assert "DualDICE value (gamma 0.9)" in out and "Monte-Carlo over 1 episodes" in out
+    code, _, err = run_cli(monkeypatch, capsys, "ope", str(run), "--dataset", str(data), "--seed-index", "2")
+    assert code == 2 and "--seed-index 2: the run has 2 seeds" in err
+
     png = tmp_path / "curves.png"
     assert run_cli(monkeypatch, capsys, "plot", str(run), "--out", str(png))[0] == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
