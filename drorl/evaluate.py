@@ -10,13 +10,15 @@ other points are evaluated alongside it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from drorl.envs import Perturbation, PerturbedEnv, default_grid, get_task, make_env, parse_families
+from drorl.envs.batched import BATCHED_TASKS, BatchedMujocoEnvs
 from drorl.envs.tasks import TaskInfo
 from drorl.errors import DrorlError
 from drorl.io_utils import write_json_atomic
@@ -24,6 +26,8 @@ from drorl.progress import progress_bar
 
 BatchedPolicy = Callable[[np.ndarray], np.ndarray]
 SinglePolicy = Callable[[np.ndarray], np.ndarray]
+Starts = list[tuple[Perturbation | None, int]]  # (perturbation, reset seed) of each episode in a chunk
+ChunkRunner = Callable[[BatchedPolicy, Starts, int | None, Callable[[int], None]], np.ndarray]
 
 DEFAULT_MAX_ENVS = 512  # envs alive at once; more work runs in chunks through the same env pool
 
@@ -64,7 +68,7 @@ def _policy_actions(policy_fn: BatchedPolicy, obs: np.ndarray, act_dim: int) -> 
 
 def _run_chunk(
     policy_fn: BatchedPolicy, envs: list[list[PerturbedEnv]], info: TaskInfo,
-    starts: list[tuple[Perturbation | None, int]], max_steps: int | None, advance: Callable[[int], None],
+    starts: Starts, max_steps: int | None, advance: Callable[[int], None],
 ) -> np.ndarray:
     """Run one episode per (perturbation, reset seed) in ``starts`` on every policy; returns ``[S, len(starts)]``.
 
@@ -94,6 +98,50 @@ def _run_chunk(
     return totals[:, : len(starts)]
 
 
+def _run_batched_chunk(
+    policy_fn: BatchedPolicy, envs: BatchedMujocoEnvs, num_policies: int, info: TaskInfo,
+    starts: Starts, max_steps: int | None, advance: Callable[[int], None],
+) -> np.ndarray:
+    """``_run_chunk`` on batched physics: slot ``s * width + n`` of ``envs`` serves policy ``s`` and slot ``n``."""
+    width = envs.num_envs // num_policies
+    active = np.arange(envs.num_envs) % width < len(starts)  # slots past len(starts) stay idle
+    envs.set_perturbations([starts[i % width][0] if active[i] else None for i in range(envs.num_envs)])
+    ids = np.flatnonzero(active)
+    obs = np.zeros((envs.num_envs, info.obs_dim), dtype=np.float32)
+    obs[ids] = envs.reset(ids, [starts[i % width][1] for i in ids])
+    totals = np.zeros(envs.num_envs)
+    steps = 0
+    while active.any():
+        actions = _policy_actions(policy_fn, obs.reshape(num_policies, width, -1), info.act_dim)
+        steps += 1
+        ids = np.flatnonzero(active)
+        obs[ids], rewards, terminated, truncated = envs.step(ids, actions.reshape(envs.num_envs, -1)[ids])
+        totals[ids] += rewards
+        finished = ids[terminated | truncated | (max_steps is not None and steps >= max_steps)]
+        active[finished] = False
+        if finished.size:
+            advance(len(finished))
+    return totals.reshape(num_policies, width)[:, : len(starts)]
+
+
+@contextlib.contextmanager
+def _gymnasium_runner(info: TaskInfo, num_policies: int, width: int) -> Iterator[ChunkRunner]:
+    """A chunk runner over ``num_policies x width`` Gymnasium envs, every one closed on exit."""
+    with contextlib.ExitStack() as stack:
+        envs = [[stack.enter_context(contextlib.closing(make_env(info))) for _ in range(width)]
+                for _ in range(num_policies)]
+        yield lambda policy_fn, starts, max_steps, advance: _run_chunk(policy_fn, envs, info, starts, max_steps, advance)
+
+
+@contextlib.contextmanager
+def _batched_runner(info: TaskInfo, num_policies: int, width: int) -> Iterator[ChunkRunner]:
+    """A chunk runner over ``num_policies x width`` envs of batched MuJoCo physics built from one task env."""
+    with contextlib.closing(make_env(info)) as template:
+        envs = BatchedMujocoEnvs(template, num_policies * width)
+    yield lambda policy_fn, starts, max_steps, advance: _run_batched_chunk(
+        policy_fn, envs, num_policies, info, starts, max_steps, advance)
+
+
 def run_episodes(
     policy_fn: BatchedPolicy,
     num_policies: int,
@@ -109,8 +157,10 @@ def run_episodes(
 
     All envs step together with one ``policy_fn`` call per step. At most ``max_envs`` envs exist at
     once: more work runs in chunks of equal batch width through the same env pool, so a compiled
-    policy sees one shape. ``max_steps`` caps episode length (truncation). Every env is closed,
-    which restores its nominal dynamics, even if the policy raises.
+    policy sees one shape. ``max_steps`` caps episode length (truncation). MuJoCo tasks
+    (``BATCHED_TASKS``) step on batched physics (``BatchedMujocoEnvs``), which gives the same episodes
+    as Gymnasium envs; other tasks step Gymnasium envs, every one closed (restoring its nominal
+    dynamics) even if the policy raises.
     """
     info = get_task(task)
     if num_policies < 1 or episodes < 1 or not perturbations:
@@ -120,21 +170,15 @@ def run_episodes(
     jobs = [(p, e) for p in range(len(perturbations)) for e in range(episodes)]
     width = _batch_width(len(jobs), num_policies, max_envs)
     returns = np.zeros((num_policies, len(perturbations), episodes))
-    envs: list[list[PerturbedEnv]] = []
-    try:
-        envs.extend([make_env(info) for _ in range(width)] for _ in range(num_policies))
-        description = f"evaluating {info.name} ({num_policies} x {len(jobs)} episodes)"
-        with progress_bar(description, num_policies * len(jobs), enabled=progress, unit="episodes") as advance:
-            for first in range(0, len(jobs), width):
-                chunk = jobs[first:first + width]
-                starts = [(perturbations[p], seeds[e]) for p, e in chunk]
-                chunk_returns = _run_chunk(policy_fn, envs, info, starts, max_steps, advance)
-                for n, (p, e) in enumerate(chunk):
-                    returns[:, p, e] = chunk_returns[:, n]
-    finally:
-        for row in envs:
-            for env in row:
-                env.close()
+    open_runner = _batched_runner if info.name in BATCHED_TASKS else _gymnasium_runner
+    description = f"evaluating {info.name} ({num_policies} x {len(jobs)} episodes)"
+    with (open_runner(info, num_policies, width) as run_chunk,
+          progress_bar(description, num_policies * len(jobs), enabled=progress, unit="episodes") as advance):
+        for first in range(0, len(jobs), width):
+            chunk = jobs[first:first + width]
+            chunk_returns = run_chunk(policy_fn, [(perturbations[p], seeds[e]) for p, e in chunk], max_steps, advance)
+            for n, (p, e) in enumerate(chunk):
+                returns[:, p, e] = chunk_returns[:, n]
     return returns
 
 

@@ -166,6 +166,77 @@ def model_field(model: Any, field: str) -> np.ndarray:
     return model.opt.gravity if field == "opt.gravity" else getattr(model, field)
 
 
+def nominal_fields(model: Any) -> Mapping[str, np.ndarray]:
+    """Read-only copies of ``model``'s ``MODEL_FIELDS``, keyed by field name."""
+    nominal = {field: model_field(model, field).copy() for field in MODEL_FIELDS}
+    for array in nominal.values():
+        array.setflags(write=False)
+    return MappingProxyType(nominal)
+
+
+def check_perturbation(task: str | TaskInfo, perturbation: Perturbation | None) -> None:
+    """Raise a ``DrorlError`` if ``perturbation`` cannot apply to ``task`` (a negative absolute stiffness)."""
+    info = get_task(task)
+    if (
+        perturbation is not None and perturbation.family == "stiffness"
+        and not JOINT_TARGETS[info.name].stiffness_is_scale and perturbation.value < 0
+    ):
+        raise DrorlError(f"perturbation {perturbation.label}: {info.name} stiffness is absolute, must be >= 0")
+
+
+def apply_perturbation(
+    model: Any, nominal: Mapping[str, np.ndarray], task: str | TaskInfo, perturbation: Perturbation | None,
+) -> None:
+    """Write the ``nominal`` fields, then ``perturbation`` (``None``: nominal), into the MuJoCo ``model``.
+
+    ``nominal`` holds the task model's ``MODEL_FIELDS`` as ``nominal_fields`` returns them. Action
+    noise changes no model field (see ``noisy_action``).
+    """
+    for field, value in nominal.items():
+        np.copyto(model_field(model, field), value)
+    if perturbation is None:
+        return
+    targets, v = JOINT_TARGETS[get_task(task).name], perturbation.value
+    joint_dofs = model.jnt_dofadr[list(targets.joints)]
+    if perturbation.family == "gravity":
+        model.opt.gravity[2] = nominal["opt.gravity"][2] * (1.0 + v)
+    elif perturbation.family == "damping":
+        model.dof_damping[joint_dofs] = nominal["dof_damping"][joint_dofs] * (1.0 + v)
+    elif perturbation.family == "stiffness":
+        joints = list(targets.stiffness_joints)
+        scaled = nominal["jnt_stiffness"][joints] * (1.0 + v)
+        model.jnt_stiffness[joints] = scaled if targets.stiffness_is_scale else v
+        if targets.spring_reference is not None:
+            model.qpos_spring[model.jnt_qposadr[joints]] = targets.spring_reference
+    elif perturbation.family == "actuator_range":
+        model.actuator_ctrlrange[:] = (-v, v)
+        model.actuator_ctrllimited[:] = 1
+    elif perturbation.family == "frictionloss":
+        model.dof_frictionloss[joint_dofs] = v
+    elif perturbation.family == "mass":
+        model.body_mass[1:] = nominal["body_mass"][1:] * (1.0 + v)
+    elif perturbation.family == "friction":
+        model.geom_friction[:, 0] = nominal["geom_friction"][:, 0] * (1.0 + v)
+
+
+def action_noise_generator(reset_seed: int) -> np.random.Generator:
+    """The action-noise random stream of an episode reset with ``reset_seed``."""
+    return np.random.default_rng([_NOISE_STREAM, reset_seed])
+
+
+def noisy_action(
+    action: np.ndarray, perturbation: Perturbation | None, rng: np.random.Generator, low: np.ndarray, high: np.ndarray,
+) -> np.ndarray:
+    """``action`` with the ``action_noise`` perturbation's Gaussian noise, clipped to ``[low, high]`` (float32).
+
+    Any other perturbation (or none, or zero variance) returns ``action`` unchanged and draws nothing.
+    """
+    if perturbation is None or perturbation.family != "action_noise" or perturbation.value <= 0:
+        return action
+    noisy = np.asarray(action) + rng.normal(0.0, math.sqrt(perturbation.value), np.shape(action))
+    return np.clip(noisy, low, high).astype(np.float32)
+
+
 class PerturbedEnv(gymnasium.Wrapper):
     """A MuJoCo Gymnasium env whose dynamics carry one ``Perturbation`` (or none), reset-safe.
 
@@ -178,16 +249,7 @@ class PerturbedEnv(gymnasium.Wrapper):
     def __init__(self, env: gymnasium.Env, task: str | TaskInfo, perturbation: Perturbation | None = None):
         super().__init__(env)
         self.task = get_task(task)
-        model = env.unwrapped.model
-        targets = JOINT_TARGETS[self.task.name]
-        self._joint_dofs = model.jnt_dofadr[list(targets.joints)].copy()
-        self._stiffness_joints = np.array(targets.stiffness_joints)
-        self._stiffness_qpos = model.jnt_qposadr[self._stiffness_joints].copy()
-        self._targets = targets
-        nominal = {field: model_field(model, field).copy() for field in MODEL_FIELDS}
-        for array in nominal.values():
-            array.setflags(write=False)
-        self._nominal = MappingProxyType(nominal)
+        self._nominal = nominal_fields(env.unwrapped.model)
         self._perturbation: Perturbation | None = None
         self._noise_rng = np.random.default_rng()
         self.set_perturbation(perturbation)
@@ -204,34 +266,25 @@ class PerturbedEnv(gymnasium.Wrapper):
 
     def set_perturbation(self, perturbation: Perturbation | None) -> None:
         """Select ``perturbation`` (``None`` for nominal) and write it into the model now."""
-        if (
-            perturbation is not None and perturbation.family == "stiffness"
-            and not self._targets.stiffness_is_scale and perturbation.value < 0
-        ):
-            raise DrorlError(f"perturbation {perturbation.label}: {self.task.name} stiffness is absolute, must be >= 0")
+        check_perturbation(self.task, perturbation)
         self._perturbation = perturbation
         self._write_model()
 
     def restore_nominal(self) -> None:
         """Write every nominal model field back (the selected perturbation returns at the next reset)."""
-        model = self.env.unwrapped.model
-        for field, value in self._nominal.items():
-            np.copyto(model_field(model, field), value)
+        apply_perturbation(self.env.unwrapped.model, self._nominal, self.task, None)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         """Restore nominal dynamics, apply the perturbation, then reset the wrapped env."""
         if seed is not None:
-            self._noise_rng = np.random.default_rng([_NOISE_STREAM, seed])
+            self._noise_rng = action_noise_generator(seed)
         self._write_model()
         return self.env.reset(seed=seed, options=options)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict]:
         """Step the wrapped env, adding Gaussian action noise (clipped to the action space) if selected."""
-        p = self._perturbation
-        if p is not None and p.family == "action_noise" and p.value > 0:
-            noisy = np.asarray(action) + self._noise_rng.normal(0.0, math.sqrt(p.value), np.shape(action))
-            action = np.clip(noisy, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
-        return self.env.step(action)
+        space = self.action_space
+        return self.env.step(noisy_action(action, self._perturbation, self._noise_rng, space.low, space.high))
 
     def close(self) -> None:
         """Restore nominal dynamics, then close the wrapped env."""
@@ -240,28 +293,4 @@ class PerturbedEnv(gymnasium.Wrapper):
 
     def _write_model(self) -> None:
         """Write nominal values, then the selected perturbation, into the MuJoCo model."""
-        self.restore_nominal()
-        p = self._perturbation
-        if p is None:
-            return
-        model, nominal, v = self.env.unwrapped.model, self._nominal, p.value
-        if p.family == "gravity":
-            model.opt.gravity[2] = nominal["opt.gravity"][2] * (1.0 + v)
-        elif p.family == "damping":
-            model.dof_damping[self._joint_dofs] = nominal["dof_damping"][self._joint_dofs] * (1.0 + v)
-        elif p.family == "stiffness":
-            joints = self._stiffness_joints
-            scaled = nominal["jnt_stiffness"][joints] * (1.0 + v)
-            model.jnt_stiffness[joints] = scaled if self._targets.stiffness_is_scale else v
-            if self._targets.spring_reference is not None:
-                model.qpos_spring[self._stiffness_qpos] = self._targets.spring_reference
-        elif p.family == "actuator_range":
-            model.actuator_ctrlrange[:] = (-v, v)
-            model.actuator_ctrllimited[:] = 1
-        elif p.family == "frictionloss":
-            model.dof_frictionloss[self._joint_dofs] = v
-        elif p.family == "mass":
-            model.body_mass[1:] = nominal["body_mass"][1:] * (1.0 + v)
-        elif p.family == "friction":
-            model.geom_friction[:, 0] = nominal["geom_friction"][:, 0] * (1.0 + v)
-        # action_noise changes no model field: it is applied in step().
+        apply_perturbation(self.env.unwrapped.model, self._nominal, self.task, self._perturbation)
