@@ -85,6 +85,19 @@ def matmul_peak(sizes: tuple[int, ...]) -> dict[str, float]:
     return out
 
 
+def batched_matmul_ceiling(n: int = 256, batch: int = 5) -> dict[str, float]:
+    """The ceiling on what vmap over seeds can gain for updates made of n x n layers: GFLOP/s of one
+    n x n product against ``batch`` independent ones in one batched call (what vmap compiles to)."""
+    key = jax.random.PRNGKey(0)
+    a, b = jax.random.normal(key, (batch, n, n)), jax.random.normal(jax.random.fold_in(key, 1), (batch, n, n))
+    single, batched = jax.jit(lambda x, y: x @ y), jax.jit(jax.vmap(lambda x, y: x @ y))
+    repeats = max(3, int(1e10 / (2 * batch * n**3)))
+    t_single = timed(lambda: single(a[0], b[0]), repeats * batch)
+    t_batched = timed(lambda: batched(a, b), repeats)
+    return {"single_gflops": 2 * n**3 / t_single / 1e9, "batched_gflops": 2 * batch * n**3 / t_batched / 1e9,
+            "ceiling": t_single * batch / t_batched, "n": n, "batch": batch}
+
+
 def mlp_flops(dims: list[int]) -> int:
     """Multiply-adds x 2 of one forward pass of an MLP with layer widths ``dims`` (one sample)."""
     return 2 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
@@ -273,11 +286,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     profile = PROFILES[name]
     console = Console()
     peak = matmul_peak(profile["matmul"])
+    ceiling = batched_matmul_ceiling(batch=profile["seeds"])
     dataset = synthetic_dataset(100_000 if name != "smoke" else 5_000)
     rows = [bench_algorithm(a, profile, peak["peak"], dataset) for a in args.algos.split(",") if a]
     evaluation = bench_evaluation(profile)
     memory = bench_memory() if name != "smoke" else None
-    result = {"profile": name, "machine": machine(), "matmul_gflops": peak, "algorithms": rows,
+    result = {"profile": name, "machine": machine(), "matmul_gflops": peak, "vmap_ceiling": ceiling,
+              "algorithms": rows,
               "evaluation": evaluation, "memory_1m_transitions": memory,
               "settings": {k: v for k, v in profile.items()}}
 
@@ -288,6 +303,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         table.add_row(r["algorithm"], f"{r['updates_per_s']:,.0f}", f"{r['gflops']:.1f}",
                       f"{100 * r['utilisation']:.0f} %", f"{r['compile_s']:.2f}", f"{r['vmap_speedup']:.2f}x")
     console.print(table)
+    console.print(f"vmap ceiling: {ceiling['batch']} batched {ceiling['n']}x{ceiling['n']} products run "
+                  f"{ceiling['ceiling']:.2f}x as fast as one after another ({ceiling['batched_gflops']:.0f} vs "
+                  f"{ceiling['single_gflops']:.0f} GFLOP/s)")
     console.print(f"sweep evaluation: {evaluation['batched_episodes_per_s']:.2f} episodes/s batched vs "
                   f"{evaluation['one_env_episodes_per_s']:.2f} one-env ({evaluation['speedup']:.1f}x)")
     if memory:

@@ -130,7 +130,8 @@ def _gymnasium_runner(info: TaskInfo, num_policies: int, width: int) -> Iterator
     with contextlib.ExitStack() as stack:
         envs = [[stack.enter_context(contextlib.closing(make_env(info))) for _ in range(width)]
                 for _ in range(num_policies)]
-        yield lambda policy_fn, starts, max_steps, advance: _run_chunk(policy_fn, envs, info, starts, max_steps, advance)
+        yield lambda policy_fn, starts, max_steps, advance: _run_chunk(
+            policy_fn, envs, info, starts, max_steps, advance)
 
 
 @contextlib.contextmanager
