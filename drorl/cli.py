@@ -156,11 +156,14 @@ def zoo_build(
     medium_fraction: float = typer.Option(1 / 3, help="Medium policy: return closest to this x the expert's."),
     replay_snapshots: int = typer.Option(5, help="Snapshots before the medium policy kept for medium-replay."),
     episodes: int = typer.Option(10, help="Stochastic episodes per measured return."),
+    behaviour_epsilon: Optional[float] = typer.Option(None, help="DQN: the exploration rate the shipped policies "
+                                                                 "act with (default: the run's final one)."),
 ):
-    """Pick expert, medium and replay snapshots from a SAC run and write them into the zoo ($DRORL_ZOO)."""
+    """Pick expert, medium and replay snapshots from a SAC or DQN run and write them into the zoo ($DRORL_ZOO)."""
     from drorl.zoo.build import build
 
-    for e in build(run_dir, medium_fraction=medium_fraction, replay_snapshots=replay_snapshots, episodes=episodes):
+    for e in build(run_dir, medium_fraction=medium_fraction, replay_snapshots=replay_snapshots, episodes=episodes,
+                   behaviour_epsilon=behaviour_epsilon):
         console.print(f"{e.id}: {e.return_mean:.1f} ± {e.return_std:.1f} (step {e.training_steps:,})")
 
 

@@ -81,3 +81,15 @@ def test_policy_file_is_checked(tmp_path):
     bad.write_bytes(b"\x81\xa1a\x01")  # a msgpack map that is not a policy
     with pytest.raises(DrorlError, match="not a drorl policy file"):
         zoo.BehaviourPolicy(bad)
+
+
+def test_training_command_names_every_non_default_setting():
+    from drorl.zoo.build import training_command
+
+    record = {"algorithm": "dqn", "env": "cartpole",
+              "online": {"env_steps": 200000, "seed": 1, "num_envs": 1, "start_steps": 1000, "update_every": 50,
+                         "updates_per_step": 1.0, "buffer_size": 200000, "eval_every": 10000, "eval_episodes": 10,
+                         "checkpoint_every": 50000},
+              "config": {"hidden_dims": [64, 64], "lr": 0.0001, "gamma": 0.99}}
+    assert training_command(record) == ("drorl train-online dqn --env cartpole --steps 200000 --seed 1 "
+                                        "--start-steps 1000 --buffer-size 200000 --set hidden_dims=64,64 --set lr=0.0001")

@@ -5,6 +5,7 @@ write them as policy files and record their measured returns in the manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from drorl import algos, checkpoint, zoo
 from drorl.algos.base import config_from_dict
 from drorl.errors import DrorlError
 from drorl.evaluate import run_episodes
-from drorl.online import actor_params, online_spec, with_actor_params
+from drorl.online import OnlineSettings, actor_params, online_spec, with_actor_params
 
 MANIFEST_EPISODES = 10
 SELECTION_EPISODES = 30  # snapshot returns are noisy (DQN especially): choose on more episodes than reported
@@ -93,12 +94,15 @@ def choose(steps: list[int], returns: np.ndarray, medium_fraction: float, replay
 
 def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots: int = 5,
           episodes: int = MANIFEST_EPISODES, zoo_dir: Path | None = None, seed: int = 0,
-          selection_episodes: int = SELECTION_EPISODES) -> list[zoo.ZooEntry]:
+          selection_episodes: int = SELECTION_EPISODES, behaviour_epsilon: float | None = None) -> list[zoo.ZooEntry]:
     """Write the zoo policies of one online run and replace its task's rows of the manifest.
 
     Snapshots are chosen on ``selection_episodes`` stochastic episodes each; the manifest reports
-    ``episodes`` fresh ones (other seeds) of every chosen policy file.
+    ``episodes`` fresh ones (other seeds) of every chosen policy file. ``behaviour_epsilon``: the
+    exploration rate shipped DQN policies act with (default: the run's final one).
     """
+    if behaviour_epsilon is not None and not 0.0 <= behaviour_epsilon <= 1.0:
+        raise DrorlError(f"--behaviour-epsilon {behaviour_epsilon}: expected a probability in [0, 1]")
     run_dir = Path(run_dir)
     zoo_dir = zoo_dir or zoo.zoo_dir()
     record, steps, actors, scaler = load_snapshots(run_dir)
@@ -109,16 +113,18 @@ def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots:
     chosen += [("replay", i, k) for k, i in enumerate(picks["replay"])]
     online = record["online"]
     algorithm = record["algorithm"]
-    command = (f"drorl train-online {algorithm} --env {task} --steps {online['env_steps']} --seed {online['seed']} "
-               f"--out RUN && drorl zoo build RUN")
     template = _template(record)
+    epsilon = _behaviour_epsilon(template) if behaviour_epsilon is None else float(behaviour_epsilon)
+    command = training_command(record) + " --out RUN && drorl zoo build RUN"
+    if behaviour_epsilon is not None:
+        command += f" --behaviour-epsilon {epsilon:g}"
     rows = []
     for kind, index, order in chosen:
         name = f"{task}-{kind}" + (f"-{order}" if kind == "replay" else "")
         path = zoo.save_policy(zoo_dir / "policies" / f"{name}.msgpack", algorithm=algorithm, task=task,
                                hidden_dims=tuple(record["config"]["hidden_dims"]),
                                params=jax.tree_util.tree_map(lambda x: x[index], actors), scaler=scaler,
-                               epsilon=_behaviour_epsilon(template))
+                               epsilon=epsilon)
         measured = measure(path, task, episodes, seed=2000 + seed)
         rows.append(zoo.ZooEntry(id=name, task=task, kind=kind, file=path.name, return_mean=measured[0],
                                  return_std=measured[1], episodes=episodes, training_steps=steps[index],
@@ -130,6 +136,25 @@ def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots:
         if stale.name not in current:
             stale.unlink()
     return rows
+
+
+def training_command(record: dict) -> str:
+    """The ``drorl train-online`` command that reproduces a run: every setting and config field that
+    differs from its default, as options and ``--set`` overrides."""
+    online = record["online"]
+    parts = [f"drorl train-online {record['algorithm']} --env {record['env']} --steps {online['env_steps']}",
+             f"--seed {online['seed']}"]
+    defaults = OnlineSettings(env_steps=online["env_steps"])
+    for field in dataclasses.fields(OnlineSettings):
+        if field.name not in ("env_steps", "seed") and online.get(field.name) != getattr(defaults, field.name):
+            parts.append(f"--{field.name.replace('_', '-')} {online[field.name]}")
+    config_defaults = dataclasses.asdict(algos.get(record["algorithm"]).Config())
+    for key, value in record["config"].items():
+        default = config_defaults.get(key)
+        if (list(default) if isinstance(default, tuple) else default) != value:
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            parts.append(f"--set {key}={shown}")
+    return " ".join(parts)
 
 
 def _behaviour_epsilon(state: Any) -> float:
