@@ -21,6 +21,11 @@ def test_robust_il_smoke_writes_report_and_plot(tmp_path):
     assert len(results["inverted-pendulum/BE-DROIL"]["nominal"]) == 2  # one score per seed
     # a second run resumes: nothing is retrained and the report is identical
     assert run("smoke", tmp_path / "bench").read_text() == text
+    # the smoke profile's 2-episode demonstrations stay with the benchmark, out of the registry
+    from drorl.data.registry import dataset_path
+
+    assert not dataset_path("inverted-pendulum-expert-demos").exists()
+    assert (tmp_path / "bench" / "data" / "inverted-pendulum-expert-demos-2.hdf5").is_file()
 
 
 def test_difference_verdict_is_a_welch_interval():
@@ -49,3 +54,6 @@ def test_ovr_smoke_writes_report_and_bar_chart(tmp_path):
                         .read_text())
     assert config["dataset"]["id"].endswith("+reward_noise(1)") and config["config"]["reward_scale"] > 0
     assert ovr.run("smoke", tmp_path / "bench").read_text() == text  # resumes: nothing retrained
+    from drorl.data.registry import dataset_path
+
+    assert not dataset_path("inverted-pendulum-expert").exists()

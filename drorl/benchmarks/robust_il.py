@@ -18,6 +18,7 @@ from typing import Any, Callable
 from rich.console import Console
 
 from drorl.benchmarks.common import SeedCurves, fmt, run_jobs, train_and_evaluate
+from drorl.data.generate import DEFAULT_DEMO_EPISODES
 from drorl.data.registry import resolve
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
 from drorl.plot import plot_robustness
@@ -68,28 +69,35 @@ class Job:
     overrides: dict[str, Any]
     profile: Profile
     run_dir: Path
+    dataset: str  # a registry name, or the path of the profile's own demonstrations
 
 
-def _dataset_name(profile: Profile, task: str) -> str:
-    return f"{task}-expert-demos"
+def _dataset_source(profile: Profile, task: str, out: Path) -> str:
+    """The registry's demonstrations at the spec's size; a profile's own size is kept with the benchmark
+    (so a small smoke dataset never shadows the registry's)."""
+    if profile.demo_episodes in (None, DEFAULT_DEMO_EPISODES[task]):
+        return f"{task}-expert-demos"
+    return str(out / "data" / f"{task}-expert-demos-{profile.demo_episodes}.hdf5")
 
 
 def run_job(job: Job) -> dict[str, Any]:
     """Train (or resume) one algorithm on one task for every seed, then evaluate its sweeps."""
-    dataset, name, _ = resolve(_dataset_name(job.profile, job.task), progress=False)
+    dataset, name, _ = resolve(job.dataset, progress=False)
     return train_and_evaluate(job.algorithm, job.overrides, dataset, name, job.task, job.run_dir, job.profile.steps,
                               job.profile.seeds, job.profile.episodes, job.profile.families, job.label)
 
 
-def _prepare_datasets(profile: Profile) -> None:
+def _prepare_datasets(profile: Profile, out: Path) -> None:
     """Generate the demonstrations once, before jobs (possibly parallel ones) read them."""
     from drorl.data.generate import generate
     from drorl.data.hdf5 import write_hdf5
     from drorl.data.registry import dataset_path
 
     for task in profile.tasks:
-        path = dataset_path(_dataset_name(profile, task))
+        source = _dataset_source(profile, task, out)
+        path = Path(source) if source.endswith(".hdf5") else dataset_path(source)
         if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
             write_hdf5(generate(task, "expert-demos", episodes=profile.demo_episodes, seed=0, progress=False), path)
 
 
@@ -105,9 +113,9 @@ def run(profile_name: str, out: Path, backend: str = "local", console: Console |
     console = console or Console()
     profile = PROFILES[profile_name]
     out = Path(out)
-    _prepare_datasets(profile)
+    _prepare_datasets(profile, out)
     jobs = [Job(task, label, algorithm, overrides(task) if callable(overrides) else dict(overrides), profile,
-                out / task / label.replace(" ", "_").replace("=", ""))
+                out / task / label.replace(" ", "_").replace("=", ""), _dataset_source(profile, task, out))
             for task in profile.tasks for label, algorithm, overrides in profile.variants]
     console.print(f"robust-il/{profile_name}: {len(jobs)} runs x {len(profile.seeds)} seeds, {profile.steps:,} steps")
     results = run_jobs(jobs, run_job, backend)

@@ -1,9 +1,11 @@
 """Dynamics perturbations for robustness evaluation, and the wrapper that applies and undoes them.
 
-A ``Perturbation`` is a family and a value. ``PerturbedEnv`` copies the nominal value of every
-model field a family may touch when it is built, and on every ``reset()`` writes the nominal
-values back before applying the current perturbation: Gymnasium's ``reset()`` does not reload
-the MuJoCo model, so without this a changed gravity would leak into later episodes.
+A ``Perturbation`` is a family and a value. ``apply_perturbation`` writes nominal values, then a
+perturbation, into any MuJoCo model (``drorl.envs.batched`` uses it on model copies).
+``PerturbedEnv`` copies the nominal value of every model field a family may touch when it is
+built, and on every ``reset()`` writes the nominal values back before applying the current
+perturbation: Gymnasium's ``reset()`` does not reload the MuJoCo model, so without this a changed
+gravity would leak into later episodes.
 
 Families and what their value means (``p`` a relative change, ``x`` an absolute value):
 
