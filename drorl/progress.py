@@ -19,7 +19,11 @@ class _RateColumn(TextColumn):
         speed = task.finished_speed or task.speed
         from rich.text import Text
 
-        return Text(f"{speed:,.0f} {self.unit}/s" if speed else f"- {self.unit}/s", style="cyan")
+        if not speed:
+            return Text(f"- {self.unit}/s", style="cyan")
+        # slow work (benchmark runs, episodes of long evaluations) reads better per minute
+        shown = f"{speed:,.0f} {self.unit}/s" if speed >= 1 else f"{60 * speed:,.1f} {self.unit}/min"
+        return Text(shown, style="cyan")
 
 
 @contextlib.contextmanager

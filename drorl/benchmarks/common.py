@@ -73,11 +73,21 @@ def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, 
     return result
 
 
-def run_jobs(jobs: Sequence[Any], work: Callable[[Any], Any], backend: str = "local") -> list[Any]:
-    """Run ``work(job)`` for every job: in this process one after another, or as Ray tasks."""
-    if backend == "local":
-        return [work(job) for job in jobs]
-    if backend == "ray":
+def run_jobs(jobs: Sequence[Any], work: Callable[[Any], Any], backend: str = "local",
+             progress: bool = True) -> list[Any]:
+    """Run ``work(job)`` for every job: in this process one after another, or as Ray tasks; a progress
+    bar counts finished runs (rate and ETA)."""
+    from drorl.progress import progress_bar
+
+    if backend not in ("local", "ray"):
+        raise DrorlError(f"--backend {backend}: expected local or ray")
+    with progress_bar("benchmark", len(jobs), enabled=progress, unit="runs") as advance:
+        if backend == "local":
+            results = []
+            for job in jobs:
+                results.append(work(job))
+                advance(1)
+            return results
         try:
             import ray
         except ImportError:
@@ -85,8 +95,14 @@ def run_jobs(jobs: Sequence[Any], work: Callable[[Any], Any], backend: str = "lo
         if not ray.is_initialized():
             ray.init(ignore_reinit_error=True)
         remote = ray.remote(num_cpus=1)(work)
-        return ray.get([remote.remote(job) for job in jobs])
-    raise DrorlError(f"--backend {backend}: expected local or ray")
+        pending = [remote.remote(job) for job in jobs]
+        order = {ref: i for i, ref in enumerate(pending)}
+        results = [None] * len(jobs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            results[order[done[0]]] = ray.get(done[0])
+            advance(1)
+        return results
 
 
 @dataclasses.dataclass(frozen=True)
