@@ -190,8 +190,10 @@ def run_episodes_one_env(
     episodes: int,
     seed: int = 0,
     max_steps: int | None = None,
+    gamma: float = 1.0,
 ) -> np.ndarray:
-    """Returns ``[E]``: the naive loop, one env and one policy call per step (the throughput baseline).
+    """Returns ``[E]``: the naive loop, one env and one policy call per step (the throughput baseline,
+    and the Monte-Carlo check of off-policy evaluation: returns are sum_t gamma^t r_t).
 
     ``policy_fn_single`` maps one observation ``[obs_dim]`` (float32) to one action ``[act_dim]``.
     Episodes use the same reset seeds as ``run_episodes``, so the two agree for a deterministic policy.
@@ -201,11 +203,12 @@ def run_episodes_one_env(
     try:
         for e, reset_seed in enumerate(episode_seeds(seed, episodes)):
             obs, _ = env.reset(seed=reset_seed)
-            done, steps = False, 0
+            done, steps, discount = False, 0, 1.0
             while not done:
                 action = np.asarray(policy_fn_single(np.asarray(obs, dtype=np.float32)), dtype=np.float32)
                 obs, reward, terminated, truncated, _ = env.step(action)
-                returns[e] += float(reward)
+                returns[e] += discount * float(reward)
+                discount *= gamma
                 steps += 1
                 done = terminated or truncated or (max_steps is not None and steps >= max_steps)
     finally:

@@ -123,28 +123,6 @@ def evaluate_zoo_policy(policy_id: str, sweep: str, *, episodes: int, seed: int 
     return json.loads(json.dumps(result))
 
 
-def discounted_returns(policy: Callable[[np.ndarray], np.ndarray], task: str, episodes: int, gamma: float,
-                       seed: int = 0) -> np.ndarray:
-    """Monte-Carlo sum_t g^t r_t of ``episodes`` episodes of a single-observation policy (the check for OPE)."""
-    from drorl.envs import make_env
-    from drorl.evaluate import episode_seeds
-
-    env = make_env(task)
-    returns = np.zeros(episodes)
-    try:
-        for e, reset_seed in enumerate(episode_seeds(seed, episodes)):
-            obs, _ = env.reset(seed=reset_seed)
-            done, discount = False, 1.0
-            while not done:
-                obs, reward, terminated, truncated, _ = env.step(policy(np.asarray(obs, np.float32)))
-                returns[e] += discount * float(reward)
-                discount *= gamma
-                done = terminated or truncated
-    finally:
-        env.close()
-    return returns
-
-
 def off_policy_evaluation(run_dir: str | Path, dataset_id: str, *, steps: int, gamma: float, seed_index: int = 0,
                           rollouts: int = 0, progress: bool = True) -> dict[str, Any]:
     """DualDICE's estimate of a run's policy value (one of its seeds) from a dataset, and, with ``rollouts``,
@@ -154,6 +132,7 @@ def off_policy_evaluation(run_dir: str | Path, dataset_id: str, *, steps: int, g
     import jax
 
     from drorl.algos import dualdice
+    from drorl.evaluate import run_episodes_one_env
 
     algo, record, states = load_states(Path(run_dir))
     if not 0 <= seed_index < len(record["seeds"]):
@@ -169,6 +148,6 @@ def off_policy_evaluation(run_dir: str | Path, dataset_id: str, *, steps: int, g
         if task is None:
             raise DrorlError(f"{run_dir}/config.json names no task to roll the policy out in")
         act = jax.jit(lambda obs: algo.act(state, obs[None], jax.random.PRNGKey(0), True)[0])
-        mc = discounted_returns(lambda obs: np.asarray(act(obs)), task, rollouts, gamma)
+        mc = run_episodes_one_env(lambda obs: np.asarray(act(obs)), task, None, rollouts, gamma=gamma)
         result.update(monte_carlo_value=float(mc.mean()), monte_carlo_std=float(mc.std()), rollouts=rollouts)
     return result
