@@ -127,8 +127,6 @@ def off_policy_evaluation(run_dir: str | Path, dataset_id: str, *, steps: int, g
                           rollouts: int = 0, progress: bool = True) -> dict[str, Any]:
     """DualDICE's estimate of a run's policy value (one of its seeds) from a dataset, and, with ``rollouts``,
     the Monte-Carlo discounted return of the policy in the run's task for comparison."""
-    import dataclasses
-
     import jax
 
     from drorl.algos import dualdice
@@ -140,7 +138,7 @@ def off_policy_evaluation(run_dir: str | Path, dataset_id: str, *, steps: int, g
     state = jax.tree_util.tree_map(lambda x: x[seed_index], states)
     dataset, name, _ = resolve(dataset_id, progress=progress)
     task = record.get("env")
-    config = dataclasses.replace(dualdice.Config(), gamma=gamma)
+    config = dualdice.Config(gamma=gamma)
     value, _ = dualdice.estimate_policy_value(dataset, lambda obs, key: algo.act(state, obs, key, True), config,
                                               steps=steps, spec=spec_for(dataset, task), progress=progress)
     result: dict[str, Any] = {"run": str(run_dir), "dataset": name, "gamma": gamma, "dualdice_value": value}

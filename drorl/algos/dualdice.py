@@ -151,17 +151,19 @@ def value_estimate(weights: jnp.ndarray, rewards: jnp.ndarray, gamma: float) -> 
 TargetPolicy = Callable[[jnp.ndarray, jax.Array], jnp.ndarray]  # (observations [B, obs], key) -> actions [B, act]
 
 
+def update_for_policy(state: State, batch: dict[str, jnp.ndarray], key: jax.Array,
+                      target_policy: TargetPolicy) -> tuple[State, dict]:
+    """``update`` with the batch's target-policy actions at s' and s0 sampled from ``target_policy``."""
+    k_next, k_init = jax.random.split(key)
+    batch = {**batch, "policy_next_actions": target_policy(batch["next_observations"], k_next),
+             "policy_initial_actions": target_policy(batch["initial_observations"], k_init)}
+    return update(state, batch, key)
+
+
 def for_target_policy(target_policy: TargetPolicy) -> SimpleNamespace:
-    """An update for the training loop (``drorl.train.make_train_chunk``) that fills the batch's target-policy
-    actions at s' and s0 by sampling ``target_policy`` inside the compiled program."""
-
-    def update_for_policy(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
-        k_next, k_init = jax.random.split(key)
-        batch = {**batch, "policy_next_actions": target_policy(batch["next_observations"], k_next),
-                 "policy_initial_actions": target_policy(batch["initial_observations"], k_init)}
-        return update(state, batch, key)
-
-    return SimpleNamespace(update=update_for_policy)
+    """An update for the training loop (``drorl.train.make_train_chunk``) that samples ``target_policy``
+    inside the compiled program."""
+    return SimpleNamespace(update=lambda state, batch, key: update_for_policy(state, batch, key, target_policy))
 
 
 def estimate_policy_value(dataset: Any, target_policy: TargetPolicy, config: Config = Config(), steps: int = 100_000,

@@ -19,7 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from drorl.benchmarks.common import difference_verdict, fmt, mean_and_ci, run_jobs, train_and_evaluate
+from drorl.benchmarks.common import SeedCurves, difference_verdict, fmt, mean_and_ci, run_jobs, train_and_evaluate
 from drorl.data.corrupt import reward_noise
 from drorl.data.dataset import Dataset
 from drorl.errors import DrorlError
@@ -142,16 +142,11 @@ def run(profile_name: str, out: Path, backend: str = "local", console: Console |
         table = Table(title=f"{task}: normalised score, mean ± 95 % CI over {len(profile.seeds)} seeds")
         for column in ("dataset", *labels):
             table.add_column(column, justify="left" if column == "dataset" else "right")
-        scores = {(j.cell, j.label): _normalised_per_seed(r) for j, r in zip(jobs, results) if j.task == task}
+        scores = {(j.cell, j.label): SeedCurves.from_eval(r).nominal for j, r in zip(jobs, results) if j.task == task}
         for cell in dict.fromkeys(cell for cell, _ in scores):
             table.add_row(cell, *(fmt(scores[cell, label]) for label in labels))
         console.print(table)
     return write_report(profile_name, profile, jobs, results, out)
-
-
-def _normalised_per_seed(result: dict[str, Any]) -> list[float]:
-    lo, hi = result["reference"]["min"], result["reference"]["max"]
-    return (100.0 * (np.asarray(result["nominal"]["per_seed"]) - lo) / (hi - lo)).tolist()
 
 
 def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: list[dict], out: Path) -> Path:
@@ -170,7 +165,7 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
         cells = list(dict.fromkeys(j.cell for j in jobs if j.task == task))
         for job, res in zip(jobs, results):
             if job.task == task:
-                scores[job.cell, job.label] = _normalised_per_seed(res)
+                scores[job.cell, job.label] = SeedCurves.from_eval(res).nominal
                 summary[f"{task}/{job.cell}/{job.label}"] = scores[job.cell, job.label]
         others = labels[1:]
         header = "| dataset | " + " | ".join(labels) + " | " + " | ".join(f"{o} − {baseline}" for o in others) + " |"
