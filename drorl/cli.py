@@ -291,12 +291,14 @@ def benchmark_cmd(
     backend: str = typer.Option("local", help="local (one process) or ray (pip install 'drorl[ray]')."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default runs/benchmark/SUITE-PROFILE); "
                                                   "an interrupted benchmark resumes there."),
+    tasks: Optional[str] = typer.Option(None, help="Comma-separated subset of the profile's tasks (run a long "
+                                                   "profile one task at a time into the same --out)."),
 ):
     """Reproduce a paper's experiment: trains, evaluates, writes report.md and PNG figures."""
     from drorl.benchmarks import get_suite
 
     report = get_suite(suite).run(profile, out or Path("runs") / "benchmark" / f"{suite}-{profile}", backend,
-                                  console=console)
+                                  console=console, tasks=tasks.split(",") if tasks else None)
     console.print(f"report: {report}")
 
 

@@ -57,3 +57,18 @@ def test_ovr_smoke_writes_report_and_bar_chart(tmp_path):
     from drorl.data.registry import dataset_path
 
     assert not dataset_path("inverted-pendulum-expert").exists()
+
+
+def test_restrict_tasks_keeps_profile_order_and_names_what_is_missing():
+    from drorl.benchmarks.common import missing_tasks_note, restrict_tasks
+    from drorl.benchmarks.robust_il import PROFILES
+    from drorl.errors import DrorlError
+
+    full = PROFILES["full"]
+    part = restrict_tasks(full, ["walker2d", "hopper"])
+    assert part.tasks == ("hopper", "walker2d") and part.seeds == full.seeds and part.steps == full.steps
+    assert restrict_tasks(full, None) is full
+    assert missing_tasks_note(full, full) == []
+    assert "halfcheetah, ant" in missing_tasks_note(part, full)[0]
+    with pytest.raises(DrorlError, match="--tasks cartpole"):
+        restrict_tasks(full, ["cartpole"])

@@ -44,6 +44,26 @@ def difference_verdict(a: Sequence[float], b: Sequence[float], level: float = 0.
     return diff, half, verdict
 
 
+def restrict_tasks(profile: Any, tasks: Sequence[str] | None) -> Any:
+    """``profile`` with only ``tasks`` (kept in the profile's order), so that a long profile can be run one
+    task at a time into the same output directory; ``None`` keeps every task."""
+    if not tasks:
+        return profile
+    unknown = [t for t in tasks if t not in profile.tasks]
+    if unknown:
+        raise DrorlError(f"--tasks {','.join(unknown)}: not in this profile; expected some of "
+                         f"{', '.join(profile.tasks)}")
+    return dataclasses.replace(profile, tasks=tuple(t for t in profile.tasks if t in tasks))
+
+
+def missing_tasks_note(profile: Any, full_profile: Any) -> list[str]:
+    """Report lines saying which of the profile's tasks a ``--tasks`` run left out (none: no lines)."""
+    missing = [t for t in full_profile.tasks if t not in profile.tasks]
+    if not missing:
+        return []
+    return [f"Partial report: run with --tasks; not yet run here: {', '.join(missing)}.", ""]
+
+
 def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, dataset_id: str, task: str,
                        run_dir: Path, steps: int, seeds: Sequence[int], episodes: int,
                        families: Sequence[str] = (), label: str | None = None) -> dict[str, Any]:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from drorl.benchmarks.common import SeedCurves, difference_verdict, fmt, mean_and_ci, run_jobs, train_and_evaluate
+from drorl.benchmarks.common import (SeedCurves, difference_verdict, fmt, mean_and_ci, missing_tasks_note,
+                                    restrict_tasks, run_jobs, train_and_evaluate)
 from drorl.data.corrupt import reward_noise
 from drorl.data.dataset import Dataset
 from drorl.errors import DrorlError
@@ -124,12 +125,13 @@ def _prepare_datasets(profile: Profile, out: Path) -> None:
                 write_hdf5(generate(task, kind, transitions=profile.transitions, seed=0, progress=False), path)
 
 
-def run(profile_name: str, out: Path, backend: str = "local", console: Console | None = None) -> Path:
+def run(profile_name: str, out: Path, backend: str = "local", console: Console | None = None,
+        tasks: Sequence[str] | None = None) -> Path:
     """Run every job of the profile; write ``report.md``, ``results.json`` and one bar chart per task."""
     if profile_name not in PROFILES:
         raise DrorlError(f"--profile {profile_name}: expected one of {', '.join(PROFILES)}")
     console = console or Console()
-    profile = PROFILES[profile_name]
+    profile = restrict_tasks(PROFILES[profile_name], tasks)
     out = Path(out)
     _prepare_datasets(profile, out)
     jobs = [Job(task, kind, noise, label, algorithm, dict(overrides), profile, out)
@@ -158,7 +160,8 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
              "of the dataset's metadata); "
              "entries are mean ± 95 % confidence half-width over seeds. The last columns compare each variant "
              f"with {baseline}: the difference of means and its 95 % Welch interval, and the verdict "
-             "(helps / hurts when the interval excludes 0, else ties).", ""]
+             "(helps / hurts when the interval excludes 0, else ties).", "",
+             *missing_tasks_note(profile, PROFILES[profile_name])]
     summary: dict[str, list[float]] = {}
     for task in profile.tasks:
         scores: dict[tuple[str, str], list[float]] = {}

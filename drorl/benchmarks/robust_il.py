@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from rich.console import Console
 
-from drorl.benchmarks.common import SeedCurves, fmt, run_jobs, train_and_evaluate
+from drorl.benchmarks.common import (SeedCurves, fmt, missing_tasks_note, restrict_tasks, run_jobs,
+                                    train_and_evaluate)
 from drorl.data.generate import DEFAULT_DEMO_EPISODES
 from drorl.data.registry import resolve
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
@@ -101,7 +102,8 @@ def _prepare_datasets(profile: Profile, out: Path) -> None:
             write_hdf5(generate(task, "expert-demos", episodes=profile.demo_episodes, seed=0, progress=False), path)
 
 
-def run(profile_name: str, out: Path, backend: str = "local", console: Console | None = None) -> Path:
+def run(profile_name: str, out: Path, backend: str = "local", console: Console | None = None,
+        tasks: Sequence[str] | None = None) -> Path:
     """Run every job of the profile and write ``report.md``, ``results.json`` and one PNG per task.
 
     Also prints, per task, a table of mean return against perturbation value for every variant.
@@ -111,7 +113,7 @@ def run(profile_name: str, out: Path, backend: str = "local", console: Console |
     if profile_name not in PROFILES:
         raise DrorlError(f"--profile {profile_name}: expected one of {', '.join(PROFILES)}")
     console = console or Console()
-    profile = PROFILES[profile_name]
+    profile = restrict_tasks(PROFILES[profile_name], tasks)
     out = Path(out)
     _prepare_datasets(profile, out)
     jobs = [Job(task, label, algorithm, overrides(task) if callable(overrides) else dict(overrides), profile,
@@ -129,7 +131,8 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
              f"Seeds {list(profile.seeds)}; {profile.steps:,} gradient steps; {profile.episodes} evaluation "
              "episodes per seed and grid point. Scores are normalised (0 = random, 100 = the expert of the "
              "zoo / reference); entries are mean ± 95 % confidence half-width over seeds. AUC = mean "
-             "normalised score over the sweep grid; worst = its minimum.", ""]
+             "normalised score over the sweep grid; worst = its minimum.", "",
+             *missing_tasks_note(profile, PROFILES[profile_name])]
     summary = {}
     for task in profile.tasks:
         rows = [(job, res) for job, res in zip(jobs, results) if job.task == task]
