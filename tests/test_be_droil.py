@@ -1,5 +1,7 @@
 """BE-DROIL: the dual against the primal on a tabular MDP, and the weights on real updates."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,3 +130,39 @@ def test_balance_false_ablation_normalises_weights(tmp_path):
 
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["weight_mean"] == pytest.approx(1.0, abs=0.1) and last["lambda"] != 0.0
+
+
+@pytest.mark.parametrize("initial_states", ["first", "all"])
+def test_balance_equation_on_one_trajectory_pins_the_weights(initial_states):
+    """Data = one trajectory s_0 .. s_{T-1}, sampled uniformly (the time-averaged occupancy). The
+    balance equation alone then admits one w: T (1-g) g^t from the first state, 1 - g^(t+1) when every
+    dataset state is an initial state (Config.initial_states)."""
+    horizon, gamma = 30, 0.9
+    d_data = np.full(horizon, 1.0 / horizon)
+    mu0 = np.eye(horizon)[0] if initial_states == "first" else d_data
+    # d_t = (1-g) mu0_t + g d_{t-1}: solve (I - g shift) d = (1-g) mu0 for d = d_data * w
+    shift = np.eye(horizon, k=-1)
+    w = np.linalg.solve((np.eye(horizon) - gamma * shift) * d_data[None, :], (1 - gamma) * mu0)
+    t = np.arange(horizon)
+    expected = horizon * (1 - gamma) * gamma**t if initial_states == "first" else 1 - gamma ** (t + 1)
+    np.testing.assert_allclose(w, expected, rtol=1e-12)
+
+
+def test_initial_states_all_uses_the_batch_pairs():
+    dataset = Dataset.from_arrays(make_arrays(n=64, obs_dim=4, act_dim=2))
+    from drorl.runs import spec_for
+    from drorl.train import device_data
+
+    data = device_data(dataset)
+    batch = {k: v for k, v in data.items() if not k.startswith("initial_")}
+    spec = spec_for(dataset, None)
+    config = be_droil.Config(hidden_dims=(16,), q_hidden_dims=(16,), initial_states="all")
+    state = be_droil.init(config, spec, jax.random.PRNGKey(0))
+    garbage = {"initial_observations": jnp.full((64, 4), jnp.nan), "initial_actions": jnp.full((64, 2), jnp.nan)}
+    own = {"initial_observations": batch["observations"], "initial_actions": batch["actions"]}
+    new_all, m_all = be_droil.update(state, {**batch, **garbage}, jax.random.PRNGKey(1))
+    first = state.replace(config=dataclasses.replace(config, initial_states="first"))
+    new_first, m_first = be_droil.update(first, {**batch, **own}, jax.random.PRNGKey(1))
+    assert np.isfinite(float(m_all["dual_loss"])) and float(m_all["dual_loss"]) == float(m_first["dual_loss"])
+    for a, b in zip(jax.tree_util.tree_leaves(new_all.q_params), jax.tree_util.tree_leaves(new_first.q_params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -16,7 +16,8 @@ and the two-stage procedure of Eq. 12, alternated one gradient step each:
 
 Choices (config options): tau = softplus(raw tau); a' is the recorded next action, pi(s') where
 a time limit cut the trajectory, and the term is zero after a true terminal; the initial-state
-term uses each trajectory's first state and recorded action; the policy step uses the weights
+term uses each trajectory's first state and recorded action (``initial_states="first"``, the spec;
+``"all"`` uses every dataset pair instead, see Config); the policy step uses the weights
 recomputed after the dual step. ``balance=False`` is the "Q = 0" ablation: plain f-divergence DRO
 on the loss with a scalar multiplier lambda for E[w] = 1, w* = max(0, (f')^{-1}((l - lambda)/tau)).
 """
@@ -51,6 +52,13 @@ class Config(bc.Config):
         tau_lr: Adam learning rate of the raw temperature.
         init_tau: initial tau.
         max_weight: cap on w* (SoftTV's inverse derivative diverges at y = 1/2).
+        initial_states: the (s0, a0) of the initial-state term. "first": each trajectory's first pair
+            (the spec). "all": every dataset pair, i.e. the occupancy of restarts from the data. Why
+            it matters: uniform samples of long trajectories are the expert's time-averaged
+            occupancy, not its discounted one; with "first", the balance equation on one trajectory
+            of length T admits only w_t = T (1 - g) g^t (front-loaded: 10 at t = 0 for T = 1000,
+            g = 0.99), so the weights follow the time step rather than the loss. With "all" the
+            admissible weights are w_t = 1 - g^(t+1), close to 1, and the ball reweights by loss.
     """
 
     rho: float = 0.3
@@ -62,6 +70,7 @@ class Config(bc.Config):
     tau_lr: float = 1e-3
     init_tau: float = 1.0
     max_weight: float = 10.0
+    initial_states: Literal["first", "all"] = "first"
 
 
 @flax.struct.dataclass
@@ -154,8 +163,11 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
     obs = state.scaler.observation(batch["observations"])
     next_obs = state.scaler.observation(batch["next_observations"])
     actions = state.scaler.to_unit_action(batch["actions"])
-    init_obs = state.scaler.observation(batch["initial_observations"])
-    init_actions = state.scaler.to_unit_action(batch["initial_actions"])
+    if config.initial_states == "all":
+        init_obs, init_actions = obs, actions
+    else:
+        init_obs = state.scaler.observation(batch["initial_observations"])
+        init_actions = state.scaler.to_unit_action(batch["initial_actions"])
     losses = jax.lax.stop_gradient(bc.per_sample_imitation_loss(config, state.act_dim, state.params, obs, actions))
     continues = 1.0 - batch["terminals"]
 

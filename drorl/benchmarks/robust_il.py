@@ -59,6 +59,11 @@ PROFILES = {
     "divergence": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5,
                           variants=tuple((f"BE-DROIL {d}", "be-droil", {"divergence": d})
                                          for d in ("softtv", "kl", "chi2"))),
+    # the initial-state distribution of the balance equation (be_droil.Config.initial_states)
+    "initial-states": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5,
+                              variants=(("BE-DROIL", "be-droil", {}),
+                                        ("BE-DROIL s0=all", "be-droil", {"initial_states": "all"}),
+                                        ("BC", "bc", {}))),
 }
 
 
