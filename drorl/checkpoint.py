@@ -54,15 +54,24 @@ def load(path: str | Path, target: Any) -> tuple[int, Any]:
     return int(raw["step"]), tree
 
 
-def require_same_run(path: Path, old: dict, new: dict, keys: tuple[str, ...]) -> None:
+def require_same_run(path: Path, old: dict, new: dict, keys: tuple[str, ...], defaults: dict | None = None) -> None:
     """Refuse to resume into ``path`` (a config.json) unless ``keys`` agree; "a.b" looks inside a.
 
     Values are compared as JSON, so tuples in the new record equal lists read back from disk.
+    ``defaults`` ({"config": {field: default}}) fills the sub-keys an older record lacks: a config field
+    added after the run started, whose default is what that run used.
     """
     for key in keys:
         first, _, second = key.partition(".")
         before, after = old.get(first), new.get(first)
         if second:
             before, after = (before or {}).get(second), (after or {}).get(second)
-        if json.loads(json.dumps(before)) != json.loads(json.dumps(after)):
-            raise DrorlError(f"{path}: the existing run has a different {key!r}; use a new --out directory")
+        elif defaults and first in defaults and isinstance(before, dict):
+            before = {**defaults[first], **before}
+        before, after = json.loads(json.dumps(before)), json.loads(json.dumps(after))
+        if before != after:
+            detail = ""
+            if isinstance(before, dict) and isinstance(after, dict):
+                changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+                detail = " (" + ", ".join(f"{k}: {before.get(k)!r} there, {after.get(k)!r} here" for k in changed) + ")"
+            raise DrorlError(f"{path}: the existing run has a different {key!r}{detail}; use a new --out directory")

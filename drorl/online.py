@@ -125,7 +125,8 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
     record = _record(algo_name, info.name, config, settings)
     config_path = out / "config.json"
     if config_path.exists():
-        checkpoint.require_same_run(config_path, json.loads(config_path.read_text()), record, _MUST_MATCH)
+        checkpoint.require_same_run(config_path, json.loads(config_path.read_text()), record, _MUST_MATCH,
+                                    defaults={"config": dataclasses.asdict(algo.Config())})
     write_json_atomic(config_path, record)
 
     spec = online_spec(info.name)

@@ -165,7 +165,8 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
     record = _run_record(algo_name, config, spec, settings, dataset, dataset_id)
     config_path = out / "config.json"
     if config_path.exists():
-        checkpoint.require_same_run(config_path, json.loads(config_path.read_text()), record, _MUST_MATCH)
+        checkpoint.require_same_run(config_path, json.loads(config_path.read_text()), record, _MUST_MATCH,
+                                    defaults={"config": dataclasses.asdict(algo.Config())})
     write_json_atomic(config_path, record)
 
     seeds = list(settings.seeds)

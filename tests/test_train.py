@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -63,6 +64,27 @@ def test_resume_refuses_a_different_run(tmp_path, small_dataset):
     with pytest.raises(DrorlError, match="different .seeds."):
         train("bc", small_dataset, tmp_path / "r", RunSettings(steps=100, seeds=(1,), updates_per_call=100),
               progress=False)
+    with pytest.raises(DrorlError, match="different 'config' .lr: 0.0001 there, 0.001 here."):
+        train("bc", small_dataset, tmp_path / "r", RunSettings(steps=100, seeds=(0,), updates_per_call=100),
+              config=bc.Config(lr=1e-3), progress=False)
+
+
+def test_resume_accepts_a_run_from_before_a_config_field_existed(tmp_path, small_dataset):
+    """A field added to a Config later, at its default, is what an older run used: it still resumes."""
+    from drorl.errors import DrorlError
+
+    settings = RunSettings(steps=100, seeds=(0,), updates_per_call=100)
+    train("bc", small_dataset, tmp_path / "r", settings, progress=False)
+    path = tmp_path / "r" / "config.json"
+    record = json.loads(path.read_text())
+    del record["config"]["lr_decay"]  # as written by a version without the field
+    path.write_text(json.dumps(record))
+    train("bc", small_dataset, tmp_path / "r", dataclasses.replace(settings, steps=200), progress=False)
+    assert json.loads(path.read_text())["config"]["lr_decay"] == bc.Config().lr_decay
+    record["config"]["lr_decay"] = 0.5  # but not a run that used another value
+    path.write_text(json.dumps(record))
+    with pytest.raises(DrorlError, match="lr_decay: 0.5 there, 0.9 here"):
+        train("bc", small_dataset, tmp_path / "r", dataclasses.replace(settings, steps=300), progress=False)
 
 
 def test_checkpoint_round_trip_and_keep(tmp_path, small_dataset):
