@@ -93,3 +93,30 @@ def test_training_command_names_every_non_default_setting():
               "config": {"hidden_dims": [64, 64], "lr": 0.0001, "gamma": 0.99}}
     assert training_command(record) == ("drorl train-online dqn --env cartpole --steps 200000 --seed 1 "
                                         "--start-steps 1000 --buffer-size 200000 --set hidden_dims=64,64 --set lr=0.0001")
+
+
+def test_datasets_made_from_a_changed_zoo_are_regenerated_or_refused(small_zoo, monkeypatch, tmp_path, capsys):
+    import shutil
+
+    from drorl.data.hdf5 import write_hdf5
+    from drorl.data.registry import dataset_path, resolve
+
+    directory = tmp_path / "zoo"
+    shutil.copytree(small_zoo[0], directory)
+    monkeypatch.setenv("DRORL_ZOO", str(directory))
+    expert, medium = zoo.entries("inverted-pendulum", "expert")[0], zoo.entries("inverted-pendulum", "medium")[0]
+    first, _, path = resolve("inverted-pendulum-expert-demos", progress=False)
+    assert first.metadata["zoo_policies"] == {expert.id: expert.digest}
+    stamp = path.stat().st_mtime_ns
+    assert resolve("inverted-pendulum-expert-demos", progress=False)[2].stat().st_mtime_ns == stamp  # cached
+    # the expert is retrained: the default demonstrations are regenerated from the new one
+    expert.path.write_bytes(medium.path.read_bytes())
+    again, _, _ = resolve("inverted-pendulum-expert-demos", progress=False)
+    assert again.metadata["zoo_policies"] == {expert.id: medium.digest} and "regenerating" in capsys.readouterr().err
+    # a dataset made with custom settings cannot be remade silently: a clear error instead
+    write_hdf5(generate("inverted-pendulum", "medium", transitions=300, seed=0, progress=False),
+               dataset_path("inverted-pendulum-medium"))
+    shutil.copy(small_zoo[0] / "policies" / expert.file, medium.path)
+    with pytest.raises(DrorlError, match="inverted-pendulum-medium.hdf5: generated from zoo policies that have "
+                                         "changed since .*" + medium.id):
+        resolve("inverted-pendulum-medium", progress=False)

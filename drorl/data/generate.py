@@ -27,6 +27,7 @@ from drorl.progress import progress_bar
 BatchPolicy = Callable[[np.ndarray], np.ndarray]
 
 ALL_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert", "mixed", "expert-demos")
+DEFAULT_TRANSITIONS = 1_000_000  # rows of the RL kinds, as D4RL's
 # DR-BC's demonstration sizes (2000 / 3000 / 6000 / 8000 transitions) as 1000-step episodes.
 DEFAULT_DEMO_EPISODES = {"hopper": 2, "halfcheetah": 3, "walker2d": 6, "ant": 8, "inverted-pendulum": 10}
 REPLAY_NOISE = 0.1  # std of the exploration noise added to the replay snapshots' actions
@@ -181,7 +182,7 @@ def generate(task: str, kind: str, *, transitions: int | None = None, episodes: 
     info = get_task(task)
     if kind not in ALL_KINDS:
         raise DrorlError(f"unknown dataset kind {kind!r}; expected one of {', '.join(ALL_KINDS)}")
-    transitions = transitions or 1_000_000
+    transitions = transitions or DEFAULT_TRANSITIONS
     notes = ""
 
     def rollout(policy_kind: str, n: int, part_seed: int) -> tuple[dict, str]:
@@ -213,6 +214,9 @@ def generate(task: str, kind: str, *, transitions: int | None = None, episodes: 
         "generator": f"drorl {drorl.__version__}", "corruptions": [],
         **reference_returns(info.name),
     }
+    # the zoo files behind the rollouts and the expert reference: a later zoo makes this dataset stale
+    used = set(policy_id.split("+")) | set(e.id for e in zoo.entries(info.name, "expert")[-1:])
+    metadata["zoo_policies"] = {e.id: e.digest for e in zoo.manifest() if e.id in used}
     if notes:
         metadata["notes"] = notes
     return Dataset(**dataset.arrays(), metadata=metadata)

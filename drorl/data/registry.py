@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from drorl.data.dataset import Dataset
-from drorl.data.generate import ALL_KINDS, generate
+from drorl import zoo
+from drorl.data.generate import ALL_KINDS, DEFAULT_DEMO_EPISODES, DEFAULT_TRANSITIONS, generate
 from drorl.data.hdf5 import read_hdf5, write_hdf5
 from drorl.envs.tasks import TASKS, get_task
 from drorl.errors import DrorlError
@@ -46,14 +48,40 @@ def load(path: str | Path) -> Dataset:
     return dataset
 
 
+def _is_default_generation(dataset: Dataset) -> bool:
+    """Generated with what ``resolve`` would use on first use: seed 0, default size, no corruptions."""
+    meta = dataset.metadata
+    if meta.get("seed") != 0 or meta.get("corruptions"):
+        return False
+    if meta.get("kind") == "expert-demos":
+        return dataset.num_episodes == DEFAULT_DEMO_EPISODES.get(meta.get("env"))
+    return len(dataset) == DEFAULT_TRANSITIONS
+
+
+def _stale(dataset: Dataset, name: str, regenerable: bool) -> bool:
+    """True when ``dataset`` must be regenerated because the zoo changed under it; an error when it
+    cannot be regenerated as it was made (custom size, seed or corruptions)."""
+    changed = zoo.changed_policies(dataset.metadata.get("zoo_policies") or {})
+    if not changed:
+        return False
+    if regenerable and _is_default_generation(dataset):
+        return True
+    raise DrorlError(f"{dataset_path(name)}: generated from zoo policies that have changed since "
+                     f"({', '.join(changed)}); regenerate it with `drorl datasets generate` (it overwrites) "
+                     "or delete it")
+
+
 def resolve(id_or_path: str, generate_missing: bool = True, progress: bool = True) -> tuple[Dataset, str, Path]:
     """A dataset by path or by name; a missing named dataset is generated (and saved) on first use."""
     candidate = Path(id_or_path).expanduser()
     if candidate.is_file():
         return load(candidate), str(candidate), candidate
-    if dataset_path(id_or_path).is_file():
-        return load(dataset_path(id_or_path)), id_or_path, dataset_path(id_or_path)
     parsed = parse_name(id_or_path)
+    if dataset_path(id_or_path).is_file():
+        dataset = load(dataset_path(id_or_path))
+        if not _stale(dataset, id_or_path, regenerable=parsed is not None and generate_missing):
+            return dataset, id_or_path, dataset_path(id_or_path)
+        sys.stderr.write(f"{id_or_path}: the zoo policies it was generated from have changed; regenerating\n")
     if parsed is None:
         raise DrorlError(f"{id_or_path}: no such file, and not a dataset name TASK-KIND "
                          f"(tasks: {', '.join(TASKS)}; kinds: {', '.join(ALL_KINDS)})")

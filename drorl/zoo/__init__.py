@@ -9,6 +9,7 @@ policy with its task, kind (expert, medium, replay snapshot), measured return (m
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from importlib import resources
@@ -55,6 +56,11 @@ class ZooEntry:
     def path(self) -> Path:
         return zoo_dir() / "policies" / self.file
 
+    @property
+    def digest(self) -> str:
+        """SHA-256 (first 16 hex digits) of the policy file: datasets record it to detect a changed zoo."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+
 
 def manifest_path(directory: Path | None = None) -> Path:
     return (directory or zoo_dir()) / "manifest.json"
@@ -78,6 +84,12 @@ def get(policy_id: str) -> ZooEntry:
             return entry
     known = ", ".join(e.id for e in manifest()) or "none yet"
     raise DrorlError(f"zoo policy {policy_id!r} not found; available: {known}")
+
+
+def changed_policies(recorded: dict[str, str]) -> list[str]:
+    """The ids in ``recorded`` ({policy id: digest}, from a dataset's metadata) whose zoo file is gone or differs."""
+    current = {e.id: e for e in manifest()}
+    return [pid for pid, digest in recorded.items() if pid not in current or current[pid].digest != digest]
 
 
 def write_manifest(rows: list[ZooEntry], directory: Path | None = None) -> None:
