@@ -17,21 +17,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from drorl.algos import bc, be_droil
+from drorl.algos import be_droil
 from drorl.data.registry import resolve
-from drorl.nn.critics import Critic
-from drorl.robust.divergences import get_divergence
 from drorl.train import device_data, load_states
 
 BANDS = ((0, 10), (10, 50), (50, 100), (100, 200), (200, 400), (400, 700), (700, 1000))
-
-
-def time_steps(ends: np.ndarray) -> np.ndarray:
-    """Index of every transition within its episode (episodes end where ``ends`` is true)."""
-    steps = np.zeros(ends.shape[0], np.int64)
-    for i in range(1, ends.shape[0]):
-        steps[i] = 0 if ends[i - 1] else steps[i - 1] + 1
-    return steps
 
 
 def balance_profile(steps: np.ndarray, episodes: int, gamma: float, initial_states: str) -> np.ndarray:
@@ -46,22 +36,12 @@ def weights_by_time(run_dir: Path) -> str:
     if record["algorithm"] != "be-droil":
         raise SystemExit(f"{run_dir}: a {record['algorithm']} run, expected be-droil")
     dataset, _, _ = resolve(record["dataset"]["id"], progress=False)
-    data = device_data(dataset)
     state = jax.tree_util.tree_map(lambda x: x[0], states)
     config = state.config
-    obs = state.scaler.observation(data["observations"])
-    actions = state.scaler.to_unit_action(data["actions"])
-    losses = bc.per_sample_imitation_loss(config, state.act_dim, state.params, obs, actions)
-    q = Critic(config.q_hidden_dims).apply(state.q_params, obs, actions)
-    q_next = be_droil._next_q(state, state.q_params, data, state.scaler.observation(data["next_observations"]))
-    residual = be_droil.balance_residual(losses, q, q_next, 1.0 - data["terminals"], config.gamma)
+    losses, residual, weights = (np.asarray(x) for x in be_droil.current_weights(state, device_data(dataset)))
     tau = be_droil.tau_of(state.dual_scalars["tau_raw"])
-    weights = np.asarray(be_droil.worst_case_weights(residual, tau, get_divergence(config.divergence),
-                                                     config.max_weight))
-    losses, residual = np.asarray(losses), np.asarray(residual)
-    ends = np.asarray(dataset.terminals) | np.asarray(dataset.timeouts)
-    steps = time_steps(ends)
-    profile = balance_profile(steps, int(ends.sum()), config.gamma, config.initial_states)
+    steps = np.arange(len(dataset)) - dataset.episode_starts[dataset.episode_index]  # time step within its episode
+    profile = balance_profile(steps, dataset.num_episodes, config.gamma, config.initial_states)
     lines = [f"### {run_dir} (seed {record['seeds'][0]}, initial_states={config.initial_states}, rho={config.rho}, "
              f"tau={float(tau):.3g})", "",
              "| time steps | mean w* | balance-only w | mean imitation loss |", "|---|---|---|---|"]

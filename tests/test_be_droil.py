@@ -106,15 +106,7 @@ def test_weights_follow_the_residual_and_favour_hard_transitions(tmp_path):
     batch["initial_actions"] = data["initial_actions"]
     _, metrics = be_droil.update(state, batch, jax.random.PRNGKey(0))
     assert float(metrics["weight_loss_correlation"]) > 0.2
-    # recompute the weights the update used, per half
-    obs = state.scaler.observation(batch["observations"])
-    actions = state.scaler.to_unit_action(batch["actions"])
-    losses = be_droil.bc.per_sample_imitation_loss(config, 2, state.params, obs, actions)
-    q = be_droil.Critic(config.q_hidden_dims).apply(state.q_params, obs, actions)
-    q_next = be_droil._next_q(state, state.q_params, batch, state.scaler.observation(batch["next_observations"]))
-    residual = be_droil.balance_residual(losses, q, q_next, 1.0 - batch["terminals"], config.gamma)
-    weights = be_droil.worst_case_weights(residual, be_droil.tau_of(state.dual_scalars["tau_raw"]),
-                                          get_divergence("softtv"), config.max_weight)
+    _, residual, weights = be_droil.current_weights(state, batch)
     from scipy.stats import spearmanr
 
     assert spearmanr(np.asarray(weights), np.asarray(residual)).statistic > 0.9  # w* is increasing in e

@@ -155,13 +155,39 @@ def _next_q(state: State, q_params: Any, batch: dict, next_obs: jnp.ndarray) -> 
     return Critic(state.config.q_hidden_dims).apply(q_params, next_obs, chosen)
 
 
+def residual_and_weights(state: State, q_params: Any, scalars: dict, batch: dict[str, jnp.ndarray],
+                         losses: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """The residual e (Eq. 10; l - lambda without the balance equation) and w* (Prop. 1) of every
+    transition of ``batch``, for the dual variables (``q_params``, ``scalars``) and the per-sample
+    imitation losses ``losses`` (held fixed)."""
+    config = state.config
+    if config.balance:
+        obs = state.scaler.observation(batch["observations"])
+        q = Critic(config.q_hidden_dims).apply(q_params, obs, state.scaler.to_unit_action(batch["actions"]))
+        q_next = _next_q(state, q_params, batch, state.scaler.observation(batch["next_observations"]))
+        residual = balance_residual(losses, q, q_next, 1.0 - batch["terminals"], config.gamma)
+    else:
+        residual = losses - scalars["lam"]
+    weights = worst_case_weights(residual, tau_of(scalars["tau_raw"]), get_divergence(config.divergence),
+                                 config.max_weight)
+    return residual, weights
+
+
+def current_weights(state: State, batch: dict[str, jnp.ndarray]) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """(l, e, w*) of every transition of ``batch`` under ``state`` as it is: what the next policy step
+    would weight by (diagnostics and tests)."""
+    obs = state.scaler.observation(batch["observations"])
+    losses = bc.per_sample_imitation_loss(state.config, state.act_dim, state.params, obs,
+                                          state.scaler.to_unit_action(batch["actions"]))
+    return (losses, *residual_and_weights(state, state.q_params, state.dual_scalars, batch, losses))
+
+
 def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
     del key
     config = state.config
     divergence = get_divergence(config.divergence)
     critic = Critic(config.q_hidden_dims)
     obs = state.scaler.observation(batch["observations"])
-    next_obs = state.scaler.observation(batch["next_observations"])
     actions = state.scaler.to_unit_action(batch["actions"])
     if config.initial_states == "all":
         init_obs, init_actions = obs, actions
@@ -169,19 +195,9 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
         init_obs = state.scaler.observation(batch["initial_observations"])
         init_actions = state.scaler.to_unit_action(batch["initial_actions"])
     losses = jax.lax.stop_gradient(bc.per_sample_imitation_loss(config, state.act_dim, state.params, obs, actions))
-    continues = 1.0 - batch["terminals"]
-
-    def residual_and_weights(q_params, scalars):
-        tau = tau_of(scalars["tau_raw"])
-        if config.balance:
-            residual = balance_residual(losses, critic.apply(q_params, obs, actions),
-                                        _next_q(state, q_params, batch, next_obs), continues, config.gamma)
-        else:
-            residual = losses - scalars["lam"]
-        return residual, worst_case_weights(residual, tau, divergence, config.max_weight)
 
     def dual_loss_fn(q_params, scalars):
-        residual, weights = residual_and_weights(q_params, scalars)
+        residual, weights = residual_and_weights(state, q_params, scalars, batch, losses)
         tau = tau_of(scalars["tau_raw"])
         if config.balance:
             value = dual_objective(critic.apply(q_params, init_obs, init_actions), residual, weights, tau,
@@ -198,7 +214,7 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
     s_updates, dual_opt_state = scalar_opt.update(scalar_grads, state.dual_opt_state, state.dual_scalars)
     scalars = optax.apply_updates(state.dual_scalars, s_updates)
 
-    _, weights = residual_and_weights(q_params, scalars)  # alternation: the policy sees the new dual
+    _, weights = residual_and_weights(state, q_params, scalars, batch, losses)  # the policy sees the new dual
 
     def policy_loss_fn(params):
         per_sample = bc.per_sample_imitation_loss(config, state.act_dim, params, obs, actions)
