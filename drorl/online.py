@@ -9,6 +9,7 @@ taken at every evaluation are what the behaviour-policy zoo is built from.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -70,7 +71,8 @@ def empty_buffer(capacity: int, obs_dim: int, act_dim: int) -> dict[str, jax.Arr
             "terminals": jnp.zeros((capacity,), jnp.float32)}
 
 
-@jax.jit
+# donated: without it every insert copies the whole buffer (572 ms per 50 rows for ant's 1M x 220 floats)
+@functools.partial(jax.jit, donate_argnums=0)
 def _insert(buffer: dict[str, jax.Array], rows: dict[str, jax.Array], start: jax.Array) -> dict[str, jax.Array]:
     capacity = buffer["rewards"].shape[0]
     index = (start + jnp.arange(rows["rewards"].shape[0])) % capacity
