@@ -40,7 +40,7 @@ def weights_by_time(run_dir: Path) -> str:
     config = state.config
     losses, residual, weights = (np.asarray(x) for x in be_droil.current_weights(state, device_data(dataset)))
     tau = be_droil.tau_of(state.dual_scalars["tau_raw"])
-    steps = np.arange(len(dataset)) - dataset.episode_starts[dataset.episode_index]  # time step within its episode
+    steps = dataset.time_steps
     profile = balance_profile(steps, dataset.num_episodes, config.gamma, config.initial_states)
     lines = [f"### {run_dir} (seed {record['seeds'][0]}, initial_states={config.initial_states}, rho={config.rho}, "
              f"tau={float(tau):.3g})", "",

@@ -39,6 +39,7 @@ def device_data(dataset: Dataset) -> dict[str, jax.Array]:
         "timeouts": jnp.asarray(dataset.timeouts, jnp.float32),
         "next_actions": jnp.asarray(dataset.next_actions),
         "has_next_action": jnp.asarray(dataset.has_next_action, jnp.float32),
+        "time_steps": jnp.asarray(dataset.time_steps, jnp.float32),
         "initial_observations": jnp.asarray(dataset.initial_observations),
         "initial_actions": jnp.asarray(dataset.initial_actions),
     }

@@ -32,6 +32,11 @@ class Config:
         lr_decay: factor applied to the learning rate every ``lr_decay_every`` steps (1.0: constant).
         lr_decay_every: steps between learning-rate decays.
         batch_size: transitions per update.
+        time_discount: None (plain BC) or g in (0, 1]: weight each transition by g^t, t its time step
+            in its trajectory, self-normalised over the batch. With g = BE-DROIL's gamma these are the
+            weights BE-DROIL's balance equation alone pins on demonstrations of distinct continuous
+            states (docs/results/be-droil-weights.md): the ablation that separates that time emphasis
+            from the robust weighting.
     """
 
     policy: Literal["deterministic", "gaussian"] = "deterministic"
@@ -40,6 +45,7 @@ class Config:
     lr_decay: float = 0.9
     lr_decay_every: int = 10_000
     batch_size: int = 256
+    time_discount: float | None = None
 
 
 @flax.struct.dataclass
@@ -87,6 +93,14 @@ def bc_loss(per_sample_loss: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(per_sample_loss)
 
 
+def time_discounted_bc_loss(per_sample_loss: jnp.ndarray, time_steps: jnp.ndarray, discount: float) -> jnp.ndarray:
+    """sum_i g^(t_i) l_pi(s_i, a_i) / sum_i g^(t_i): BC weighted by the T (1 - g) g^t that the balance
+    equation (BE-DROIL, Eq. 7) alone admits on trajectories of distinct states from their first states,
+    self-normalised over the batch (the constant T (1 - g) cancels)."""
+    weights = discount**time_steps
+    return jnp.sum(weights * per_sample_loss) / jnp.sum(weights)
+
+
 def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
     del key  # BC's update is deterministic given the batch.
     obs = state.scaler.observation(batch["observations"])
@@ -94,7 +108,9 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
 
     def loss_fn(params):
         losses = per_sample_imitation_loss(state.config, state.act_dim, params, obs, target)
-        return bc_loss(losses), losses
+        if state.config.time_discount is None:
+            return bc_loss(losses), losses
+        return time_discounted_bc_loss(losses, batch["time_steps"], state.config.time_discount), losses
 
     (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer(state.config).update(grads, state.opt_state, state.params)

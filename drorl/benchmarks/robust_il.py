@@ -3,7 +3,8 @@ demonstrations under nominal dynamics, evaluated along perturbation sweeps.
 
 Profiles: ``quick`` (hopper; gravity and damping; 3 seeds), ``full`` (hopper, halfcheetah, walker2d,
 ant; gravity, damping, stiffness, actuator range; 5 seeds; DR-BC's demonstration sizes), the
-ablations ``rho-sweep``, ``balance`` and ``divergence`` (BE-DROIL variants on hopper), and ``smoke``
+ablations ``rho-sweep``, ``balance``, ``divergence``, ``initial-states`` and ``time-weighting`` (BE-DROIL
+variants, and BC weighted by BE-DROIL's time profile, on hopper), and ``smoke``
 (seconds, for the tests). One fixed configuration per algorithm across tasks; DR-BC keeps its
 published per-task radius and learning rate. Every run resumes: training from its checkpoints,
 evaluation is skipped where eval.json exists.
@@ -63,6 +64,10 @@ PROFILES = {
     "initial-states": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5,
                               variants=(("BE-DROIL", "be-droil", {}),
                                         ("BE-DROIL s0=all", "be-droil", {"initial_states": "all"}),
+                                        ("BC", "bc", {}))),
+    # BC weighted by the time profile alone that the balance equation pins (be_droil.Config.gamma = 0.99)
+    "time-weighting": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5,
+                              variants=(("BE-DROIL", "be-droil", {}), ("BC g^t", "bc", {"time_discount": 0.99}),
                                         ("BC", "bc", {}))),
 }
 

@@ -69,6 +69,11 @@ class Dataset:
         """Episode id of every row."""
         return (np.cumsum(self.episode_ends) - self.episode_ends).astype(np.int64)
 
+    @cached_property
+    def time_steps(self) -> np.ndarray:
+        """Time step of every row within its episode (0 at each episode's first transition)."""
+        return np.arange(len(self.rewards), dtype=np.int64) - self.episode_starts[self.episode_index]
+
     @property
     def num_episodes(self) -> int:
         return int(self.episode_starts.shape[0])
