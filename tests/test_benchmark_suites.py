@@ -16,6 +16,10 @@ def test_robust_il_smoke_writes_report_and_plot(tmp_path):
     text = report.read_text()
     for label in ("BC", "DR-BC", "BE-DROIL"):
         assert f"| {label} |" in text
+    # the comparison rows: BE-DROIL minus BC and minus DR-BC, a verdict per column
+    comparisons = [line for line in text.splitlines() if line.startswith(("| BC | ", "| DR-BC | ")) and "(" in line]
+    assert len(comparisons) == 2 and all(line.count("(ties)") + line.count("(beats)") + line.count("(loses)") == 3
+                                         for line in comparisons)
     assert (tmp_path / "bench" / "inverted-pendulum.png").read_bytes()[:4] == b"\x89PNG"
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert len(results["inverted-pendulum/BE-DROIL"]["nominal"]) == 2  # one score per seed

@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 
 from rich.console import Console
 
-from drorl.benchmarks.common import (SeedCurves, fmt, missing_tasks_note, restrict_tasks, run_jobs,
-                                    train_and_evaluate)
+from drorl.benchmarks.common import (SeedCurves, difference_verdict, fmt, missing_tasks_note, restrict_tasks,
+                                    run_jobs, train_and_evaluate)
 from drorl.data.generate import DEFAULT_DEMO_EPISODES
 from drorl.data.registry import resolve
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
@@ -136,6 +136,33 @@ def run(profile_name: str, out: Path, backend: str = "local", console: Console |
     return write_report(profile_name, profile, jobs, results, out)
 
 
+REFERENCE = "BE-DROIL"
+
+
+def _comparison_table(curves: dict[str, SeedCurves], families: Sequence[str]) -> list[str]:
+    """BE-DROIL minus every other variant, per column: difference of means, its 95 % Welch half-width and
+    the verdict (beats / loses when the interval excludes 0, else ties); nothing without a BE-DROIL row."""
+    if REFERENCE not in curves:
+        return []
+    ref = curves[REFERENCE]
+    word = {"helps": "beats", "hurts": "loses", "ties": "ties"}
+
+    def cell(a: list[float], b: list[float]) -> str:
+        diff, half, verdict = difference_verdict(a, b)
+        return f"{diff:+.1f} ± {half:.1f} ({word[verdict]})"
+
+    lines = ["", f"{REFERENCE} minus each other variant (95 % Welch interval; beats / loses when it excludes 0):", "",
+             "| vs | nominal | " + " | ".join(f"{f} AUC | {f} worst" for f in families) + " |",
+             "|---" * (2 + 2 * len(families)) + "|"]
+    for label, other in curves.items():
+        if label != REFERENCE:
+            cells = [cell(ref.nominal, other.nominal)] + [x for f in families for x in
+                                                          (cell(ref.auc[f], other.auc[f]),
+                                                           cell(ref.worst[f], other.worst[f]))]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: list[dict], out: Path) -> Path:
     lines = [f"# Robust imitation benchmark ({profile_name})", "",
              f"Seeds {list(profile.seeds)}; {profile.steps:,} gradient steps; {profile.episodes} evaluation "
@@ -148,12 +175,12 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
         rows = [(job, res) for job, res in zip(jobs, results) if job.task == task]
         header = "| algorithm | nominal | " + " | ".join(f"{f} AUC | {f} worst" for f in profile.families) + " |"
         lines += [f"## {task}", "", header, "|---" * (2 + 2 * len(profile.families)) + "|"]
-        for job, res in rows:
-            curves = SeedCurves.from_eval(res)
-            cells = [fmt(curves.nominal)] + [c for f in profile.families for c in (fmt(curves.auc[f]),
-                                                                                    fmt(curves.worst[f]))]
-            lines.append(f"| {job.label} | " + " | ".join(cells) + " |")
-            summary[f"{task}/{job.label}"] = dataclasses.asdict(curves)
+        curves = {job.label: SeedCurves.from_eval(res) for job, res in rows}
+        for label, c in curves.items():
+            cells = [fmt(c.nominal)] + [x for f in profile.families for x in (fmt(c.auc[f]), fmt(c.worst[f]))]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            summary[f"{task}/{label}"] = dataclasses.asdict(c)
+        lines += _comparison_table(curves, profile.families)
         plot = plot_robustness([(job.label, res) for job, res in rows], out / f"{task}.png",
                                title=f"{task}: robustness curves ({profile_name})")
         lines += ["", f"![{task}]({plot.name})", ""]
