@@ -25,6 +25,10 @@ from drorl.io_utils import write_json_atomic
 from drorl.runs import evaluate_zoo_policy
 
 
+def _relative_gap(measured: float, manifest: float) -> float:
+    return abs(measured - manifest) / max(abs(manifest), 1e-9)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=10)
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
         measured = result["nominal"]["return_mean"]
         span = ranges[entry.task]["ref_max_score"] - ranges[entry.task]["ref_min_score"]
         rows.append({"id": entry.id, "manifest": entry.return_mean, "measured": measured,
-                     "relative_gap": abs(measured - entry.return_mean) / max(abs(entry.return_mean), 1e-9),
+                     "relative_gap": _relative_gap(measured, entry.return_mean),
                      "normalised_gap": abs(measured - entry.return_mean) / span})
     if args.datasets:
         for task in tasks:
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
                 mean = float(whole.mean())
                 datasets.append({"task": task, "kind": kind, "transitions": len(ds), "seconds": seconds,
                                  "episode_return": mean, "manifest": entry.return_mean,
-                                 "relative_gap": abs(mean - entry.return_mean) / max(abs(entry.return_mean), 1e-9)})
+                                 "relative_gap": _relative_gap(mean, entry.return_mean)})
     table = Table(title="zoo policies: manifest vs fresh evaluation")
     for col in ("policy", "manifest", "measured", "gap", "within 10 %", "gap, % of random-expert range"):
         table.add_column(col)

@@ -279,7 +279,8 @@ def ope_cmd(
                                    rollouts=rollouts)
     line = f"DualDICE value (gamma {gamma}): {result['dualdice_value']:.2f}"
     if rollouts:
-        line += f"; Monte-Carlo over {rollouts} episodes: {result['monte_carlo_value']:.2f} ± {result['monte_carlo_std']:.2f}"
+        line += (f"; Monte-Carlo over {rollouts} episodes: {result['monte_carlo_value']:.2f} "
+                 f"± {result['monte_carlo_std']:.2f}")
     console.print(line)
 
 
@@ -287,7 +288,8 @@ def ope_cmd(
 def benchmark_cmd(
     suite: str = typer.Argument(..., help="robust-il or ovr"),
     profile: str = typer.Option("quick", help="quick, full, or a suite-specific ablation (robust-il: rho-sweep, "
-                                              "balance, divergence, initial-states, time-weighting; ovr: lambda-sweep, iw)."),
+                                              "balance, divergence, initial-states, time-weighting; "
+                                              "ovr: lambda-sweep, iw)."),
     backend: str = typer.Option("local", help="local (one process) or ray (pip install 'drorl[ray]')."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default runs/benchmark/SUITE-PROFILE); "
                                                   "an interrupted benchmark resumes there."),

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from rich.console import Console
 
+from drorl.algos import be_droil
 from drorl.benchmarks.common import (SeedCurves, difference_verdict, fmt, missing_tasks_note, restrict_tasks,
                                     run_jobs, train_and_evaluate)
 from drorl.data.generate import DEFAULT_DEMO_EPISODES
@@ -65,9 +66,10 @@ PROFILES = {
                               variants=(("BE-DROIL", "be-droil", {}),
                                         ("BE-DROIL s0=all", "be-droil", {"initial_states": "all"}),
                                         ("BC", "bc", {}))),
-    # BC weighted by the time profile alone that the balance equation pins (be_droil.Config.gamma = 0.99)
+    # BC weighted by the time profile alone that BE-DROIL's balance equation pins (its own gamma)
     "time-weighting": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5,
-                              variants=(("BE-DROIL", "be-droil", {}), ("BC g^t", "bc", {"time_discount": 0.99}),
+                              variants=(("BE-DROIL", "be-droil", {}),
+                                        ("BC g^t", "bc", {"time_discount": be_droil.Config().gamma}),
                                         ("BC", "bc", {}))),
 }
 
@@ -139,7 +141,7 @@ def run(profile_name: str, out: Path, backend: str = "local", console: Console |
 REFERENCE = "BE-DROIL"
 
 
-def _comparison_table(curves: dict[str, SeedCurves], families: Sequence[str]) -> list[str]:
+def _differences_from_reference(curves: dict[str, SeedCurves], families: Sequence[str]) -> list[str]:
     """BE-DROIL minus every other variant, per column: difference of means, its 95 % Welch half-width and
     the verdict (beats / loses when the interval excludes 0, else ties); nothing without a BE-DROIL row."""
     if REFERENCE not in curves:
@@ -180,7 +182,7 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
             cells = [fmt(c.nominal)] + [x for f in profile.families for x in (fmt(c.auc[f]), fmt(c.worst[f]))]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
             summary[f"{task}/{label}"] = dataclasses.asdict(c)
-        lines += _comparison_table(curves, profile.families)
+        lines += _differences_from_reference(curves, profile.families)
         plot = plot_robustness([(job.label, res) for job, res in rows], out / f"{task}.png",
                                title=f"{task}: robustness curves ({profile_name})")
         lines += ["", f"![{task}]({plot.name})", ""]
