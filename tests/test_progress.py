@@ -1,0 +1,27 @@
+"""Progress off a terminal: plain lines with rate and ETA, at most one per interval."""
+
+import re
+
+from drorl import progress
+
+
+def test_plain_progress_writes_rate_and_eta_lines_off_a_terminal(monkeypatch, capsys):
+    clock = iter(float(t) for t in range(100))
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL_S", 2.0)
+    with progress.progress_bar("work", total=100, completed=20, unit="steps") as advance:  # start at t = 0
+        for _ in range(4):
+            advance(10)  # t = 1, 2, 3, 4: a line at t = 2 and t = 4
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3  # two interval lines and the last one (t = 5)
+    # rate counts only this process's work (from 20): 20 steps in 2 s; 60 left at 10 steps/s = 6 s
+    assert lines[0] == "work: 40/100 (40 %), 10 steps/s, elapsed 0:00:02, eta 0:00:06"
+    assert re.match(r"work: 60/100 \(60 %\), 10 steps/s, elapsed 0:00:04, eta 0:00:04", lines[1])
+    assert lines[2].startswith("work: 60/100 (60 %), 8 steps/s, elapsed 0:00:05")
+
+
+def test_plain_progress_stays_silent_for_short_work(capsys):
+    with progress.progress_bar("short", total=3) as advance:
+        for _ in range(3):
+            advance(1)
+    assert capsys.readouterr().err == ""
