@@ -288,7 +288,7 @@ def ope_cmd(
 def benchmark_cmd(
     suite: str = typer.Argument(..., help="robust-il or ovr"),
     profile: str = typer.Option("quick", help="quick, full, or a suite-specific ablation (robust-il: rho-sweep, "
-                                              "balance, divergence, initial-states, time-weighting; "
+                                              "balance, divergence, initial-states, time-weighting, halfcheetah-rate; "
                                               "ovr: lambda-sweep, iw)."),
     backend: str = typer.Option("local", help="local (one process) or ray (pip install 'drorl[ray]')."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default runs/benchmark/SUITE-PROFILE); "

@@ -4,7 +4,8 @@ demonstrations under nominal dynamics, evaluated along perturbation sweeps.
 Profiles: ``quick`` (hopper; gravity and damping; 3 seeds), ``full`` (hopper, halfcheetah, walker2d,
 ant; gravity, damping, stiffness, actuator range; 5 seeds; DR-BC's demonstration sizes), the
 ablations ``rho-sweep``, ``balance``, ``divergence``, ``initial-states`` and ``time-weighting`` (BE-DROIL
-variants, and BC weighted by BE-DROIL's time profile, on hopper), and ``smoke``
+variants, and BC weighted by BE-DROIL's time profile, on hopper), ``halfcheetah-rate`` (BC and BE-DROIL
+at DR-BC's published halfcheetah learning rate), and ``smoke``
 (seconds, for the tests). One fixed configuration per algorithm across tasks; DR-BC keeps its
 published per-task radius and learning rate. Every run resumes: training from its checkpoints,
 evaluation is skipped where eval.json exists.
@@ -66,6 +67,12 @@ PROFILES = {
                               variants=(("BE-DROIL", "be-droil", {}),
                                         ("BE-DROIL s0=all", "be-droil", {"initial_states": "all"}),
                                         ("BC", "bc", {}))),
+    # DR-BC's published halfcheetah rate (1e-5) given to BC and BE-DROIL too: how much of DR-BC's lead
+    # there is its rate (the other runs are the full profile's; copy them in to reuse them)
+    "halfcheetah-rate": Profile(("halfcheetah",), ("gravity", "damping", "stiffness", "actuator_range"),
+                                (0, 1, 2, 3, 4), steps=100_000, episodes=10,
+                                variants=(*MAIN, ("BC lr=1e-5", "bc", {"lr": 1e-5}),
+                                          ("BE-DROIL lr=1e-5", "be-droil", {"lr": 1e-5}))),
     # BC weighted by the time profile alone that BE-DROIL's balance equation pins (its own gamma)
     "time-weighting": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5,
                               variants=(("BE-DROIL", "be-droil", {}),
