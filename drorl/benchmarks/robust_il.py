@@ -71,8 +71,8 @@ PROFILES = {
     # there is its rate (the other runs are the full profile's; copy them in to reuse them)
     "halfcheetah-rate": Profile(("halfcheetah",), ("gravity", "damping", "stiffness", "actuator_range"),
                                 (0, 1, 2, 3, 4), steps=100_000, episodes=10,
-                                variants=(*MAIN, ("BC lr=1e-5", "bc", {"lr": 1e-5}),
-                                          ("BE-DROIL lr=1e-5", "be-droil", {"lr": 1e-5}))),
+                                variants=(("BC lr=1e-5", "bc", {"lr": 1e-5}),
+                                          ("BE-DROIL lr=1e-5", "be-droil", {"lr": 1e-5}), *MAIN)),
     # BC weighted by the time profile alone that BE-DROIL's balance equation pins (its own gamma)
     "time-weighting": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5,
                               variants=(("BE-DROIL", "be-droil", {}),
