@@ -47,13 +47,15 @@ class Profile:
     demo_episodes: int | None = None  # None: DR-BC's sizes (drorl.data.generate.DEFAULT_DEMO_EPISODES)
 
 
+FULL = Profile(("hopper", "halfcheetah", "walker2d", "ant"), ("gravity", "damping", "stiffness", "actuator_range"),
+               (0, 1, 2, 3, 4), steps=100_000, episodes=10)
+
 PROFILES = {
     "quickstart": Profile(("inverted-pendulum",), ("gravity", "damping", "stiffness", "action_noise"), (0, 1, 2),
                           steps=5000, episodes=5, demo_episodes=10),
     "smoke": Profile(("inverted-pendulum",), ("gravity",), (0, 1), steps=200, episodes=1, demo_episodes=2),
     "quick": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5),
-    "full": Profile(("hopper", "halfcheetah", "walker2d", "ant"), ("gravity", "damping", "stiffness", "actuator_range"),
-                    (0, 1, 2, 3, 4), steps=100_000, episodes=10),
+    "full": FULL,
     "rho-sweep": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5,
                          variants=tuple((f"BE-DROIL rho={r}", "be-droil", {"rho": r}) for r in (0.1, 0.3, 0.5, 0.7))),
     "balance": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5,
@@ -69,10 +71,10 @@ PROFILES = {
                                         ("BC", "bc", {}))),
     # DR-BC's published halfcheetah rate (1e-5) given to BC and BE-DROIL too: how much of DR-BC's lead
     # there is its rate (the other runs are the full profile's; copy them in to reuse them)
-    "halfcheetah-rate": Profile(("halfcheetah",), ("gravity", "damping", "stiffness", "actuator_range"),
-                                (0, 1, 2, 3, 4), steps=100_000, episodes=10,
-                                variants=(("BC lr=1e-5", "bc", {"lr": 1e-5}),
-                                          ("BE-DROIL lr=1e-5", "be-droil", {"lr": 1e-5}), *MAIN)),
+    # (derived from the full profile, so its copied runs have identical settings)
+    "halfcheetah-rate": dataclasses.replace(FULL, tasks=("halfcheetah",),
+                                            variants=(("BC lr=1e-5", "bc", {"lr": 1e-5}),
+                                                      ("BE-DROIL lr=1e-5", "be-droil", {"lr": 1e-5}), *MAIN)),
     # BC weighted by the time profile alone that BE-DROIL's balance equation pins (its own gamma)
     "time-weighting": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5,
                               variants=(("BE-DROIL", "be-droil", {}),
