@@ -1,5 +1,8 @@
 """Progress for long work, with rate and ETA: a Rich bar on a terminal; otherwise (a log file, ``nohup``)
-a plain line on stderr at most every ``PLAIN_INTERVAL_S`` seconds, so long runs show progress in logs too."""
+a plain line on stderr at most every ``PLAIN_INTERVAL_S`` seconds, so long runs show progress in logs too.
+
+Bars nest: one opened while another is drawn (a benchmark's training run inside its count of runs)
+becomes a row under it, removed when its work ends."""
 
 from __future__ import annotations
 
@@ -14,15 +17,16 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgress
 
 
 class _RateColumn(TextColumn):
-    def __init__(self, unit: str):
+    """Rate in each row's own unit (``task.fields["unit"]``): nested rows count different things."""
+
+    def __init__(self):
         super().__init__("")
-        self.unit = unit
 
     def render(self, task):  # type: ignore[override]
         speed = task.finished_speed or task.speed
         from rich.text import Text
 
-        return Text(_rate(speed, self.unit), style="cyan")
+        return Text(_rate(speed, task.fields.get("unit", "it")), style="cyan")
 
 
 def _rate(speed: float | None, unit: str) -> str:
@@ -33,6 +37,7 @@ def _rate(speed: float | None, unit: str) -> str:
 
 
 PLAIN_INTERVAL_S = 60.0
+_DRAWN: list[Progress] = []  # the Rich display on screen, if any (rows of nested bars go into it)
 
 
 def _clock(seconds: float) -> str:
@@ -80,9 +85,21 @@ def progress_bar(description: str, total: int, completed: int = 0, enabled: bool
         if plain.lines:
             plain.write(time.monotonic())
         return
+    if _DRAWN:  # a row under the bar already on screen (Rich draws one live display at a time)
+        bar = _DRAWN[-1]
+        task = bar.add_task(description, total=total, completed=completed, unit=unit)
+        try:
+            yield lambda n: bar.advance(task, n)
+        finally:
+            bar.remove_task(task)
+        return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TaskProgressColumn(), _RateColumn(unit), TimeElapsedColumn(), TextColumn("eta"),
+               TaskProgressColumn(), _RateColumn(), TimeElapsedColumn(), TextColumn("eta"),
                TimeRemainingColumn()]
     with Progress(*columns, console=console) as bar:
-        task = bar.add_task(description, total=total, completed=completed)
-        yield lambda n: bar.advance(task, n)
+        task = bar.add_task(description, total=total, completed=completed, unit=unit)
+        _DRAWN.append(bar)
+        try:
+            yield lambda n: bar.advance(task, n)
+        finally:
+            _DRAWN.pop()

@@ -152,9 +152,10 @@ def _chunk_boundaries(start: int, steps: int, per_call: int) -> list[int]:
 def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSettings,
           config: Any = None, spec: Spec | None = None, dataset_id: str = "dataset",
           evaluator: Callable[[Callable, int], dict[str, Any]] | None = None,
-          progress: bool = True) -> tuple[Any, Path]:
+          progress: bool = True, description: str | None = None) -> tuple[Any, Path]:
     """Train ``algo_name`` on ``dataset`` for every seed; resumes when ``out_dir`` holds this run.
 
+    ``description`` labels the progress bar (default: algorithm, dataset and number of seeds).
     ``evaluator(policy_fn, num_policies) -> {metric: [value per seed]}`` runs every
     ``settings.eval_every`` steps when given. Returns the final stacked states and the run directory.
     """
@@ -184,7 +185,8 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
     data = device_data(dataset)
     per_call = max(1, min(settings.updates_per_call, settings.steps))
     chunk_fns: dict[int, Callable] = {}
-    with progress_bar(f"{algo_name} x{len(seeds)} seeds", total=settings.steps, completed=step,
+    description = description or f"{algo_name} on {dataset_id} x{len(seeds)} seeds"
+    with progress_bar(description, total=settings.steps, completed=step,
                       enabled=progress, unit="updates") as advance:
         for end in _chunk_boundaries(step, settings.steps, per_call):
             n = end - step

@@ -33,3 +33,22 @@ def test_plain_progress_stays_silent_for_short_work(capsys):
         for _ in range(3):
             advance(1)
     assert capsys.readouterr().err == ""
+
+
+def test_nested_bars_on_a_terminal_are_rows_of_one_display(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    monkeypatch.setattr(progress, "Console", lambda stderr: Console(file=io.StringIO(), force_terminal=True))
+    with progress.progress_bar("benchmark", total=2, unit="runs") as outer:
+        (display,) = progress._DRAWN
+        with progress.progress_bar("training", total=10, unit="updates") as inner:
+            assert progress._DRAWN == [display]  # no second live display
+            inner(4)
+            rows = {task.description: task for task in display.tasks}
+            assert rows["training"].completed == 4 and rows["training"].fields["unit"] == "updates"
+            assert rows["benchmark"].fields["unit"] == "runs"
+        assert [task.description for task in display.tasks] == ["benchmark"]  # the finished row is removed
+        outer(1)
+    assert progress._DRAWN == []

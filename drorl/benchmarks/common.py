@@ -66,10 +66,12 @@ def missing_tasks_note(profile: Any, full_profile: Any) -> list[str]:
 
 def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, dataset_id: str, task: str,
                        run_dir: Path, steps: int, seeds: Sequence[int], episodes: int,
-                       families: Sequence[str] = (), label: str | None = None) -> dict[str, Any]:
+                       families: Sequence[str] = (), label: str | None = None,
+                       progress: bool = True) -> dict[str, Any]:
     """Train (or resume) ``algorithm`` on ``dataset`` for every seed at once, then evaluate on ``task``
     (nominal, and along each perturbation family): the content of the run's eval.json, which is
-    reused when it already exists."""
+    reused when it already exists. Training and evaluation show their own progress (rows under the
+    benchmark's bar; plain lines in a log)."""
     from drorl import algos
     from drorl.algos.base import config_from_dict
     from drorl.evaluate import evaluate_sweeps, write_eval_json
@@ -81,13 +83,14 @@ def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, 
     settings = RunSettings(steps=steps, seeds=tuple(seeds), updates_per_call=min(1000, steps),
                            checkpoint_every=max(steps // 4, 1), env=task)
     states, run_dir = train(algorithm, dataset, run_dir, settings, config=config, spec=spec_for(dataset, task),
-                            dataset_id=dataset_id, progress=False)
+                            dataset_id=dataset_id, progress=progress,
+                            description=f"{task} {label or algorithm} x{len(seeds)} seeds")
     eval_path = run_dir / "eval.json"
     if eval_path.is_file():
         return json.loads(eval_path.read_text())
     ref_min, ref_max, source = reference_scores(dataset.metadata, task)
     result = evaluate_sweeps(policy_fn(algo, states), len(seeds), task, list(families), episodes,
-                             ref_min=ref_min, ref_max=ref_max, reference_source=source, progress=False)
+                             ref_min=ref_min, ref_max=ref_max, reference_source=source, progress=progress)
     result.update(algorithm=algorithm, label=label or algorithm, seeds=list(seeds))
     write_eval_json(eval_path, result)
     return result

@@ -54,7 +54,8 @@ def _template(record: dict) -> Any:
     return algo.init(config, online_spec(record["env"]), jax.random.PRNGKey(0))
 
 
-def evaluate_stacked(record: dict, actors: Any, scaler: Any, episodes: int, seed: int) -> np.ndarray:
+def evaluate_stacked(record: dict, actors: Any, scaler: Any, episodes: int, seed: int,
+                     progress: bool = True) -> np.ndarray:
     """Mean stochastic return of every stacked actor: [S], all snapshots in one batched rollout."""
     algo = algos.get(record["algorithm"])
     # step far past any decay: a DQN snapshot explores with its final epsilon, as its policy file will
@@ -69,7 +70,8 @@ def evaluate_stacked(record: dict, actors: Any, scaler: Any, episodes: int, seed
         calls[0] += 1
         return np.asarray(acting(actors, jnp.asarray(obs), keys))
 
-    return run_episodes(policy, num, record["env"], [None], episodes, seed=seed)[:, 0].mean(axis=1)
+    return run_episodes(policy, num, record["env"], [None], episodes, seed=seed,
+                        progress=progress)[:, 0].mean(axis=1)
 
 
 def choose(steps: list[int], returns: np.ndarray, medium_fraction: float, replay_snapshots: int) -> dict:
