@@ -156,6 +156,9 @@ def zoo_build(
     medium_fraction: float = typer.Option(1 / 3, help="Medium policy: return closest to this x the expert's."),
     replay_snapshots: int = typer.Option(5, help="Snapshots before the medium policy kept for medium-replay."),
     episodes: int = typer.Option(10, help="Stochastic episodes per measured return."),
+    finalists: int = typer.Option(5, help="Best snapshots of the first round (30 episodes each) measured again; "
+                                          "the expert is the best of them (0: the first round's best)."),
+    finalist_episodes: int = typer.Option(100, help="Episodes per finalist in the second round."),
     behaviour_epsilon: Optional[float] = typer.Option(None, help="DQN: the exploration rate the shipped policies "
                                                                  "act with (default: the run's final one)."),
 ):
@@ -163,7 +166,7 @@ def zoo_build(
     from drorl.zoo.build import build
 
     for e in build(run_dir, medium_fraction=medium_fraction, replay_snapshots=replay_snapshots, episodes=episodes,
-                   behaviour_epsilon=behaviour_epsilon):
+                   behaviour_epsilon=behaviour_epsilon, finalist_count=finalists, finalist_episodes=finalist_episodes):
         console.print(f"{e.id}: {e.return_mean:.1f} ± {e.return_std:.1f} (step {e.training_steps:,})")
 
 

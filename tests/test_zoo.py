@@ -11,7 +11,7 @@ from drorl.data.generate import generate
 from drorl.errors import DrorlError
 from drorl.online import OnlineSettings, train_online
 from drorl.runs import evaluate_zoo_policy
-from drorl.zoo.build import build, choose
+from drorl.zoo.build import build, choose, finalists
 
 
 def test_choose_expert_medium_and_replay():
@@ -23,6 +23,16 @@ def test_choose_expert_medium_and_replay():
     # a late collapse to a third of the expert's return is not a medium policy: the way up is
     late = choose([10, 20, 30, 40, 50], np.array([10.0, 35.0, 100.0, 90.0, 33.0]), 1 / 3, 5)
     assert late["expert"] == 2 and late["medium"] == 1 and late["replay"] == [0]
+    # an expert chosen elsewhere (the finalists' second round) sets the medium target too
+    given = choose(steps, returns, 1 / 3, replay_snapshots=2, expert=3)
+    assert given["expert"] == 3 and given["medium"] == 2
+
+
+def test_finalists_are_the_best_first_round_returns_in_training_order():
+    returns = np.array([3.0, 9.0, 1.0, 9.0, 7.0, 8.0])
+    assert finalists(returns, 3) == [1, 3, 5]
+    assert finalists(returns, 1) == [3]  # ties: the later snapshot
+    assert finalists(returns, 10) == list(range(6))
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +42,8 @@ def small_zoo(tmp_path_factory):
                               eval_every=100, eval_episodes=1, checkpoint_every=600)
     train_online("sac", "inverted-pendulum", root / "run", settings, config=sac.Config(hidden_dims=(16, 16)),
                  progress=False)
-    rows = build(root / "run", replay_snapshots=2, episodes=3, zoo_dir=root / "zoo", selection_episodes=3)
+    rows = build(root / "run", replay_snapshots=2, episodes=3, zoo_dir=root / "zoo", selection_episodes=3,
+                 finalist_count=2, finalist_episodes=4)
     return root / "zoo", rows
 
 
@@ -92,7 +103,8 @@ def test_training_command_names_every_non_default_setting():
                          "checkpoint_every": 50000},
               "config": {"hidden_dims": [64, 64], "lr": 0.0001, "gamma": 0.99}}
     assert training_command(record) == ("drorl train-online dqn --env cartpole --steps 200000 --seed 1 "
-                                        "--start-steps 1000 --buffer-size 200000 --set hidden_dims=64,64 --set lr=0.0001")
+                                        "--start-steps 1000 --buffer-size 200000 --set hidden_dims=64,64 "
+                                        "--set lr=0.0001")
 
 
 def test_datasets_made_from_a_changed_zoo_are_regenerated_or_refused(small_zoo, monkeypatch, tmp_path, capsys):

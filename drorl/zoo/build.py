@@ -22,6 +22,10 @@ from drorl.online import OnlineSettings, actor_params, online_spec, with_actor_p
 
 MANIFEST_EPISODES = 10
 SELECTION_EPISODES = 30  # snapshot returns are noisy (DQN especially): choose on more episodes than reported
+# the best of many noisy means is mostly luck (ant's returns swing by +-1,300 with falls): the leaders of
+# the first round are measured again, on more episodes, and the expert is the best of that second round
+FINALISTS = 5
+FINALIST_EPISODES = 100
 
 
 def load_snapshots(run_dir: Path) -> tuple[dict[str, Any], list[int], Any, Any]:
@@ -74,14 +78,23 @@ def evaluate_stacked(record: dict, actors: Any, scaler: Any, episodes: int, seed
                         progress=progress)[:, 0].mean(axis=1)
 
 
-def choose(steps: list[int], returns: np.ndarray, medium_fraction: float, replay_snapshots: int) -> dict:
-    """Indices of the expert (best return, latest among ties), the medium snapshot and the replay ones.
+def finalists(returns: np.ndarray, count: int) -> list[int]:
+    """Indices of the ``count`` best returns (later snapshots first among ties), in training order."""
+    order = sorted(range(len(returns)), key=lambda i: (-returns[i], -i))
+    return sorted(order[:count])
+
+
+def choose(steps: list[int], returns: np.ndarray, medium_fraction: float, replay_snapshots: int,
+           expert: int | None = None) -> dict:
+    """Indices of the expert (given, or the best return, latest among ties), the medium snapshot and
+    the replay ones.
 
     Medium is a point on the way up, as D4RL's early-stopped policy: among the snapshots before
     training first passes half the expert's return, the one closest to ``medium_fraction`` x the
     expert's. Replay snapshots are evenly spaced among those before the medium one.
     """
-    expert = int(len(returns) - 1 - np.argmax(returns[::-1]))
+    if expert is None:
+        expert = int(len(returns) - 1 - np.argmax(returns[::-1]))
     above_half = [i for i in range(len(steps)) if returns[i] > 0.5 * returns[expert]]
     candidates = list(range(above_half[0])) if above_half and above_half[0] > 0 else [0]
     medium = min(candidates, key=lambda i: abs(returns[i] - medium_fraction * returns[expert]))
@@ -96,13 +109,19 @@ def choose(steps: list[int], returns: np.ndarray, medium_fraction: float, replay
 
 def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots: int = 5,
           episodes: int = MANIFEST_EPISODES, zoo_dir: Path | None = None, seed: int = 0,
-          selection_episodes: int = SELECTION_EPISODES, behaviour_epsilon: float | None = None) -> list[zoo.ZooEntry]:
+          selection_episodes: int = SELECTION_EPISODES, behaviour_epsilon: float | None = None,
+          finalist_count: int = FINALISTS, finalist_episodes: int = FINALIST_EPISODES) -> list[zoo.ZooEntry]:
     """Write the zoo policies of one online run and replace its task's rows of the manifest.
 
-    Snapshots are chosen on ``selection_episodes`` stochastic episodes each; the manifest reports
-    ``episodes`` fresh ones (other seeds) of every chosen policy file. ``behaviour_epsilon``: the
+    Snapshots are chosen on ``selection_episodes`` stochastic episodes each; the ``finalist_count``
+    best are measured again on ``finalist_episodes`` (other seeds) and the expert is the best of those
+    (0 finalists: the first round's best). The manifest reports ``episodes`` fresh ones (other seeds
+    again) of every chosen policy file. ``behaviour_epsilon``: the
     exploration rate shipped DQN policies act with (default: the run's final one).
     """
+    if finalist_count < 0 or (finalist_count > 0 and finalist_episodes < 1):
+        raise DrorlError(f"--finalists {finalist_count} --finalist-episodes {finalist_episodes}: expected "
+                         "finalists >= 0 and, with finalists, at least one episode")
     if behaviour_epsilon is not None and not 0.0 <= behaviour_epsilon <= 1.0:
         raise DrorlError(f"--behaviour-epsilon {behaviour_epsilon}: expected a probability in [0, 1]")
     run_dir = Path(run_dir)
@@ -110,7 +129,15 @@ def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots:
     record, steps, actors, scaler = load_snapshots(run_dir)
     task = record["env"]
     returns = evaluate_stacked(record, actors, scaler, selection_episodes, seed=1000 + seed)
-    picks = choose(steps, returns, medium_fraction, replay_snapshots)
+    expert = None
+    if finalist_count > 0:
+        leaders = finalists(returns, finalist_count)
+        second = evaluate_stacked(record, jax.tree_util.tree_map(lambda x: x[np.asarray(leaders)], actors), scaler,
+                                  finalist_episodes, seed=3000 + seed)
+        returns = returns.copy()
+        returns[leaders] = second  # the better estimates, also for the medium policy's third of the expert
+        expert = leaders[int(len(leaders) - 1 - np.argmax(second[::-1]))]
+    picks = choose(steps, returns, medium_fraction, replay_snapshots, expert=expert)
     chosen = [("expert", picks["expert"], 0), ("medium", picks["medium"], 0)]
     chosen += [("replay", i, k) for k, i in enumerate(picks["replay"])]
     online = record["online"]
