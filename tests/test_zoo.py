@@ -55,6 +55,11 @@ def test_build_writes_policies_and_manifest(small_zoo, monkeypatch):
     manifest = json.loads((directory / "manifest.json").read_text())
     assert all((directory / "policies" / row["file"]).is_file() for row in manifest["policies"])
     assert all("drorl train-online sac --env inverted-pendulum" in row["command"] for row in manifest["policies"])
+    selection = json.loads((directory.parent / "run" / "zoo-selection.json").read_text())
+    expert = next(r for r in rows if r.kind == "expert")
+    best_finalist = int(np.argmax(selection["finalists"]["returns"]))
+    assert len(selection["finalists"]["steps"]) == 2
+    assert expert.training_steps == selection["finalists"]["steps"][best_finalist]
 
 
 def test_manifest_return_is_reproduced_by_evaluate(small_zoo, monkeypatch, tmp_path):

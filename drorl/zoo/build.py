@@ -18,6 +18,7 @@ from drorl import algos, checkpoint, zoo
 from drorl.algos.base import config_from_dict
 from drorl.errors import DrorlError
 from drorl.evaluate import run_episodes
+from drorl.io_utils import write_json_atomic
 from drorl.online import OnlineSettings, actor_params, online_spec, with_actor_params
 
 MANIFEST_EPISODES = 10
@@ -116,8 +117,8 @@ def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots:
     Snapshots are chosen on ``selection_episodes`` stochastic episodes each; the ``finalist_count``
     best are measured again on ``finalist_episodes`` (other seeds) and the expert is the best of those
     (0 finalists: the first round's best). The manifest reports ``episodes`` fresh ones (other seeds
-    again) of every chosen policy file. ``behaviour_epsilon``: the
-    exploration rate shipped DQN policies act with (default: the run's final one).
+    again) of every chosen policy file. Both rounds are kept in the run's ``zoo-selection.json``.
+    ``behaviour_epsilon``: the exploration rate shipped DQN policies act with (default: the run's final one).
     """
     if finalist_count < 0 or (finalist_count > 0 and finalist_episodes < 1):
         raise DrorlError(f"--finalists {finalist_count} --finalist-episodes {finalist_episodes}: expected "
@@ -128,15 +129,17 @@ def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots:
     zoo_dir = zoo_dir or zoo.zoo_dir()
     record, steps, actors, scaler = load_snapshots(run_dir)
     task = record["env"]
-    returns = evaluate_stacked(record, actors, scaler, selection_episodes, seed=1000 + seed)
-    expert = None
+    first = evaluate_stacked(record, actors, scaler, selection_episodes, seed=1000 + seed)
+    returns, expert, leaders, second = first.copy(), None, [], np.zeros(0)
     if finalist_count > 0:
-        leaders = finalists(returns, finalist_count)
+        leaders = finalists(first, finalist_count)
         second = evaluate_stacked(record, jax.tree_util.tree_map(lambda x: x[np.asarray(leaders)], actors), scaler,
                                   finalist_episodes, seed=3000 + seed)
-        returns = returns.copy()
         returns[leaders] = second  # the better estimates, also for the medium policy's third of the expert
         expert = leaders[int(len(leaders) - 1 - np.argmax(second[::-1]))]
+    write_json_atomic(run_dir / "zoo-selection.json", {
+        "first_round": {"episodes": selection_episodes, "steps": steps, "returns": first.tolist()},
+        "finalists": {"episodes": finalist_episodes, "steps": [steps[i] for i in leaders], "returns": second.tolist()}})
     picks = choose(steps, returns, medium_fraction, replay_snapshots, expert=expert)
     chosen = [("expert", picks["expert"], 0), ("medium", picks["medium"], 0)]
     chosen += [("replay", i, k) for k, i in enumerate(picks["replay"])]
