@@ -55,6 +55,9 @@ def test_build_writes_policies_and_manifest(small_zoo, monkeypatch):
     manifest = json.loads((directory / "manifest.json").read_text())
     assert all((directory / "policies" / row["file"]).is_file() for row in manifest["policies"])
     assert all("drorl train-online sac --env inverted-pendulum" in row["command"] for row in manifest["policies"])
+    # the build's own non-default options are part of the command that reproduces the policies
+    assert all(row["command"].endswith("zoo build RUN --replay-snapshots 2 --episodes 3 --finalists 2 "
+                                       "--finalist-episodes 4") for row in manifest["policies"])
     selection = json.loads((directory.parent / "run" / "zoo-selection.json").read_text())
     expert = next(r for r in rows if r.kind == "expert")
     best_finalist = int(np.argmax(selection["finalists"]["returns"]))

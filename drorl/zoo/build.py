@@ -147,7 +147,11 @@ def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots:
     algorithm = record["algorithm"]
     template = _template(record)
     epsilon = _behaviour_epsilon(template) if behaviour_epsilon is None else float(behaviour_epsilon)
-    command = training_command(record) + " --out RUN && drorl zoo build RUN"
+    build_options = {"medium-fraction": (medium_fraction, 1 / 3), "replay-snapshots": (replay_snapshots, 5),
+                     "episodes": (episodes, MANIFEST_EPISODES), "finalists": (finalist_count, FINALISTS),
+                     "finalist-episodes": (finalist_episodes, FINALIST_EPISODES)}
+    command = training_command(record) + " --out RUN && drorl zoo build RUN" + "".join(
+        f" --{name} {value:g}" for name, (value, default) in build_options.items() if value != default)
     if behaviour_epsilon is not None:
         command += f" --behaviour-epsilon {epsilon:g}"
     rows = []
