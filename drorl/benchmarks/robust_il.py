@@ -70,8 +70,8 @@ PROFILES = {
                                         ("BE-DROIL s0=all", "be-droil", {"initial_states": "all"}),
                                         ("BC", "bc", {}))),
     # DR-BC's published halfcheetah rate (1e-5) given to BC and BE-DROIL too: how much of DR-BC's lead
-    # there is its rate (the other runs are the full profile's; copy them in to reuse them)
-    # (derived from the full profile, so its copied runs have identical settings)
+    # there is its rate. Derived from the full profile, so that profile's runs (identical settings) can be
+    # copied in rather than trained again.
     "halfcheetah-rate": dataclasses.replace(FULL, tasks=("halfcheetah",),
                                             variants=(("BC lr=1e-5", "bc", {"lr": 1e-5}),
                                                       ("BE-DROIL lr=1e-5", "be-droil", {"lr": 1e-5}), *MAIN)),

@@ -22,6 +22,8 @@ from drorl.io_utils import write_json_atomic
 from drorl.online import OnlineSettings, actor_params, online_spec, with_actor_params
 
 MANIFEST_EPISODES = 10
+MEDIUM_FRACTION = 1 / 3  # the medium policy's return, as a fraction of the expert's
+REPLAY_SNAPSHOTS = 5
 SELECTION_EPISODES = 30  # snapshot returns are noisy (DQN especially): choose on more episodes than reported
 # the best of many noisy means is mostly luck (ant's returns swing by +-1,300 with falls): the leaders of
 # the first round are measured again, on more episodes, and the expert is the best of that second round
@@ -108,7 +110,7 @@ def choose(steps: list[int], returns: np.ndarray, medium_fraction: float, replay
     return {"expert": expert, "medium": medium, "replay": replay}
 
 
-def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots: int = 5,
+def build(run_dir: str | Path, medium_fraction: float = MEDIUM_FRACTION, replay_snapshots: int = REPLAY_SNAPSHOTS,
           episodes: int = MANIFEST_EPISODES, zoo_dir: Path | None = None, seed: int = 0,
           selection_episodes: int = SELECTION_EPISODES, behaviour_epsilon: float | None = None,
           finalist_count: int = FINALISTS, finalist_episodes: int = FINALIST_EPISODES) -> list[zoo.ZooEntry]:
@@ -147,7 +149,8 @@ def build(run_dir: str | Path, medium_fraction: float = 1 / 3, replay_snapshots:
     algorithm = record["algorithm"]
     template = _template(record)
     epsilon = _behaviour_epsilon(template) if behaviour_epsilon is None else float(behaviour_epsilon)
-    build_options = {"medium-fraction": (medium_fraction, 1 / 3), "replay-snapshots": (replay_snapshots, 5),
+    build_options = {"medium-fraction": (medium_fraction, MEDIUM_FRACTION),
+                     "replay-snapshots": (replay_snapshots, REPLAY_SNAPSHOTS),
                      "episodes": (episodes, MANIFEST_EPISODES), "finalists": (finalist_count, FINALISTS),
                      "finalist-episodes": (finalist_episodes, FINALIST_EPISODES)}
     command = training_command(record) + " --out RUN && drorl zoo build RUN" + "".join(
