@@ -293,7 +293,7 @@ def benchmark_cmd(
     profile: str = typer.Option("quick", help="quick, full, or a suite-specific ablation (robust-il: rho-sweep, "
                                               "balance, divergence, initial-states, time-weighting, halfcheetah-rate; "
                                               "ovr: lambda-sweep, iw)."),
-    backend: str = typer.Option("local", help="local (one process) or ray (pip install 'drorl[ray]')."),
+    backend: str = typer.Option("local", help="local (one process) or ray (pip install 'drorl\\[ray]')."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default runs/benchmark/SUITE-PROFILE); "
                                                   "an interrupted benchmark resumes there."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated subset of the profile's tasks (run a long "

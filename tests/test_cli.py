@@ -1,6 +1,7 @@
 """The command line, end to end on small data (acceptance checks of the foundation issue)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -147,3 +148,10 @@ def test_help_texts():
     for args in (["--help"], ["train", "--help"], ["datasets", "generate", "--help"], ["evaluate", "--help"]):
         out = subprocess.run([sys.executable, "-m", "drorl.cli", *args], capture_output=True, text=True)
         assert out.returncode == 0 and "Usage" in out.stdout
+
+
+def test_help_keeps_install_extras_visible():
+    # Rich markup would swallow an unescaped "[ray]", telling users to install the wrong thing
+    out = subprocess.run([sys.executable, "-m", "drorl.cli", "benchmark", "--help"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0 and "drorl[ray]" in out.stdout
