@@ -204,5 +204,6 @@ def _behaviour_epsilon(state: Any) -> float:
 def measure(path: Path, task: str, episodes: int, seed: int) -> tuple[float, float]:
     """Mean and std of the stochastic return of a policy file: the manifest's numbers."""
     policy = zoo.BehaviourPolicy(path, stochastic=True, seed=seed)
-    returns = run_episodes(lambda obs: policy(obs[0])[None], 1, task, [None], episodes, seed=seed)[0, 0]
+    returns = run_episodes(lambda obs: policy(obs[0])[None], 1, task, [None], episodes, seed=seed,
+                           progress=True)[0, 0]
     return float(returns.mean()), float(returns.std())
