@@ -33,3 +33,21 @@ def test_expert_demos_are_whole_expert_episodes():
     np.testing.assert_array_equal(ds.episode_returns, [1000.0, 1000.0, 1000.0])
     assert ds.metadata["behavior_policy"].startswith("lqr")
     assert ds.metadata["ref_max_score"] > 900 and ds.metadata["ref_min_score"] < 100
+
+
+def test_episode_count_keeps_the_first_episodes_to_start_not_the_shortest():
+    """With more envs than episodes, the first N episodes to finish would be the N shortest of the batch
+    (failures first); counting by start keeps env 0..N-1's first episodes, as one env per episode does."""
+    from drorl.data.generate import collect
+    from drorl.data.dataset import Dataset
+
+    def push(obs):  # a deterministic policy, so both runs see the same episodes
+        return np.full((len(obs), 3), 0.5, np.float32)
+
+    wide = Dataset.from_arrays(collect("hopper", push, episodes=3, seed=2, num_envs=12, progress=False))
+    narrow = Dataset.from_arrays(collect("hopper", push, episodes=3, seed=2, num_envs=3, progress=False))
+    every = Dataset.from_arrays(collect("hopper", push, episodes=12, seed=2, num_envs=12, progress=False))
+    np.testing.assert_array_equal(wide.observations, narrow.observations)
+    np.testing.assert_array_equal(every.observations[:len(wide)], wide.observations)
+    lengths = np.diff(np.r_[0, np.flatnonzero(every.episode_ends) + 1])
+    assert len(set(lengths.tolist())) > 1  # episodes differ in length, so the old rule would pick others

@@ -1,8 +1,9 @@
 """Dataset generation: roll behaviour policies out in a batch of environments, in D4RL layout.
 
-Episodes are collected whole, in the order they finish; a time limit is a ``timeout``, a failure
-a ``terminal``. When a transition budget cuts the last episode, its last kept row is marked as a
-time-out. Everything is seeded: the same task, kind and seed give byte-identical arrays.
+Episodes are collected whole; a time limit is a ``timeout``, a failure a ``terminal``. A transition
+budget keeps episodes in the order they finish and marks the last kept row of the episode it cuts as
+a time-out. An episode count keeps the first episodes to *start*, not the first to finish: parallel
+envs finish short (failed) episodes first, so the first N to finish would over-represent failures. Everything is seeded: the same task, kind and seed give byte-identical arrays.
 
 Kinds (after D4RL): random, medium, expert, medium-expert (half each), mixed (random + medium,
 half each), medium-replay (the zoo's training snapshots up to the medium policy, in training
@@ -52,7 +53,10 @@ def collect(task: str, policy: BatchPolicy, *, transitions: int | None = None,
                "terminals": np.zeros((num_envs, horizon), bool),
                "timeouts": np.zeros((num_envs, horizon), bool)}
     length = np.zeros(num_envs, int)
-    finished: list[dict[str, np.ndarray]] = []
+    # episode i of the run is the i-th to start; with an episode count only the first N are run
+    index = np.arange(num_envs)
+    started = num_envs
+    finished: list[tuple[int, dict[str, np.ndarray]]] = []
     total = 0
     target = transitions if transitions is not None else episodes
     with progress_bar(description or f"{info.name} rollouts", total=target, enabled=progress,
@@ -60,6 +64,8 @@ def collect(task: str, policy: BatchPolicy, *, transitions: int | None = None,
         while (total if transitions is not None else len(finished)) < target:
             actions = np.asarray(policy(obs), np.float32)
             for i, env in enumerate(envs):
+                if episodes is not None and index[i] >= episodes:
+                    continue  # idle: the first N episodes are already under way
                 nxt, reward, terminated, truncated, _ = env.step(actions[i])
                 t = length[i]
                 row = (obs[i], actions[i], reward, nxt, terminated, truncated and not terminated)
@@ -67,17 +73,18 @@ def collect(task: str, policy: BatchPolicy, *, transitions: int | None = None,
                     episode[key][i, t] = value
                 length[i] += 1
                 if terminated or truncated:
-                    finished.append({k: v[i, :length[i]].copy() for k, v in episode.items()})
+                    finished.append((int(index[i]), {k: v[i, :length[i]].copy() for k, v in episode.items()}))
                     total += length[i]
                     advance(int(length[i]) if transitions is not None else 1)
                     length[i] = 0
+                    index[i], started = started, started + 1
                     nxt, _ = env.reset()
                 obs[i] = nxt
     for env in envs:
         env.close()
     if episodes is not None:
-        finished = finished[:episodes]
-    arrays = {k: np.concatenate([e[k] for e in finished]) for k in D4RL_KEYS}
+        finished.sort(key=lambda item: item[0])
+    arrays = {k: np.concatenate([e[k] for _, e in finished]) for k in D4RL_KEYS}
     if transitions is not None:
         arrays = {k: v[:transitions] for k, v in arrays.items()}
     if not (arrays["terminals"][-1] or arrays["timeouts"][-1]):
