@@ -3,7 +3,8 @@
 Episodes are collected whole; a time limit is a ``timeout``, a failure a ``terminal``. A transition
 budget keeps episodes in the order they finish and marks the last kept row of the episode it cuts as
 a time-out. An episode count keeps the first episodes to *start*, not the first to finish: parallel
-envs finish short (failed) episodes first, so the first N to finish would over-represent failures. Everything is seeded: the same task, kind and seed give byte-identical arrays.
+envs finish short (failed) episodes first, so the first N to finish would over-represent failures.
+Everything is seeded: the same task, kind and seed give byte-identical arrays.
 
 Kinds (after D4RL): random, medium, expert, medium-expert (half each), mixed (random + medium,
 half each), medium-replay (the zoo's training snapshots up to the medium policy, in training
