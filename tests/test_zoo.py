@@ -140,3 +140,24 @@ def test_datasets_made_from_a_changed_zoo_are_regenerated_or_refused(small_zoo, 
     with pytest.raises(DrorlError, match="inverted-pendulum-medium.hdf5: generated from zoo policies that have "
                                          "changed since .*" + medium.id):
         resolve("inverted-pendulum-medium", progress=False)
+
+
+def test_datasets_made_under_older_generation_rules_are_regenerated_or_refused(small_zoo, monkeypatch, capsys):
+    from dataclasses import replace
+
+    from drorl.data.generate import GENERATION_RULES
+    from drorl.data.hdf5 import write_hdf5
+    from drorl.data.registry import dataset_path, resolve
+
+    monkeypatch.setenv("DRORL_ZOO", str(small_zoo[0]))
+    current, _, path = resolve("inverted-pendulum-expert-demos", progress=False)
+    assert current.metadata["generation_rules"] == GENERATION_RULES
+    older = {k: v for k, v in current.metadata.items() if k != "generation_rules"}  # as drorl wrote before the stamp
+    write_hdf5(replace(current, metadata=older), path)
+    again, _, _ = resolve("inverted-pendulum-expert-demos", progress=False)
+    assert again.metadata["generation_rules"] == GENERATION_RULES and "older rules" in capsys.readouterr().err
+    custom = generate("inverted-pendulum", "medium", transitions=300, seed=0, progress=False)
+    write_hdf5(replace(custom, metadata={**custom.metadata, "generation_rules": 1}),
+               dataset_path("inverted-pendulum-medium"))
+    with pytest.raises(DrorlError, match="inverted-pendulum-medium.hdf5: generated under older rules"):
+        resolve("inverted-pendulum-medium", progress=False)

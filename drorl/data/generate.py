@@ -34,6 +34,10 @@ DEFAULT_TRANSITIONS = 1_000_000  # rows of the RL kinds, as D4RL's
 DEFAULT_DEMO_EPISODES = {"hopper": 2, "halfcheetah": 3, "walker2d": 6, "ant": 8, "inverted-pendulum": 10}
 REPLAY_NOISE = 0.1  # std of the exploration noise added to the replay snapshots' actions
 LQR_EXPERT_NOISE = 0.3  # std of the Gaussian action noise of the small task's expert (actions in [-3, 3])
+# Bumped when the same task, kind and seed would give different arrays or reference returns; a cached
+# dataset with an older number is stale. 2: episode counts keep the first episodes to start (1 kept the
+# first to finish, biased toward short episodes: expert-demos and the measured random reference).
+GENERATION_RULES = 2
 
 
 def collect(task: str, policy: BatchPolicy, *, transitions: int | None = None,
@@ -219,7 +223,7 @@ def generate(task: str, kind: str, *, transitions: int | None = None, episodes: 
         "env": info.name, "env_id": info.gym_id, "kind": kind, "seed": seed,
         "behavior_policy": policy_id,
         "behavior_return_mean": float(returns.mean()), "behavior_return_std": float(returns.std()),
-        "generator": f"drorl {drorl.__version__}", "corruptions": [],
+        "generator": f"drorl {drorl.__version__}", "generation_rules": GENERATION_RULES, "corruptions": [],
         **reference_returns(info.name),
     }
     # the zoo files behind the rollouts and the expert reference: a later zoo makes this dataset stale

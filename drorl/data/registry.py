@@ -8,7 +8,7 @@ from pathlib import Path
 
 from drorl.data.dataset import Dataset
 from drorl import zoo
-from drorl.data.generate import ALL_KINDS, DEFAULT_DEMO_EPISODES, DEFAULT_TRANSITIONS, generate
+from drorl.data.generate import ALL_KINDS, DEFAULT_DEMO_EPISODES, DEFAULT_TRANSITIONS, GENERATION_RULES, generate
 from drorl.data.hdf5 import read_hdf5, write_hdf5
 from drorl.envs.tasks import TASKS, get_task
 from drorl.errors import DrorlError
@@ -58,17 +58,27 @@ def _is_default_generation(dataset: Dataset) -> bool:
     return len(dataset) == DEFAULT_TRANSITIONS
 
 
-def _stale(dataset: Dataset, name: str, regenerable: bool) -> bool:
-    """True when ``dataset`` must be regenerated because the zoo changed under it; an error when it
-    cannot be regenerated as it was made (custom size, seed or corruptions)."""
+def _stale_reason(dataset: Dataset) -> str | None:
+    """Why a generated dataset no longer matches what generation would give now, or None."""
     changed = zoo.changed_policies(dataset.metadata.get("zoo_policies") or {})
-    if not changed:
+    if changed:
+        return f"generated from zoo policies that have changed since ({', '.join(changed)})"
+    if dataset.metadata.get("generator") and dataset.metadata.get("generation_rules", 1) < GENERATION_RULES:
+        return (f"generated under older rules (generation_rules {dataset.metadata.get('generation_rules', 1)}, "
+                f"now {GENERATION_RULES}: see drorl.data.generate)")
+    return None
+
+
+def _stale(dataset: Dataset, name: str, regenerable: bool) -> bool:
+    """True when ``dataset`` must be regenerated because the zoo or the generation rules changed under
+    it; an error when it cannot be regenerated as it was made (custom size, seed or corruptions)."""
+    reason = _stale_reason(dataset)
+    if reason is None:
         return False
     if regenerable and _is_default_generation(dataset):
         return True
-    raise DrorlError(f"{dataset_path(name)}: generated from zoo policies that have changed since "
-                     f"({', '.join(changed)}); regenerate it with `drorl datasets generate` (it overwrites) "
-                     "or delete it")
+    raise DrorlError(f"{dataset_path(name)}: {reason}; regenerate it with `drorl datasets generate` "
+                     "(it overwrites) or delete it")
 
 
 def resolve(id_or_path: str, generate_missing: bool = True, progress: bool = True) -> tuple[Dataset, str, Path]:
@@ -81,7 +91,7 @@ def resolve(id_or_path: str, generate_missing: bool = True, progress: bool = Tru
         dataset = load(dataset_path(id_or_path))
         if not _stale(dataset, id_or_path, regenerable=parsed is not None and generate_missing):
             return dataset, id_or_path, dataset_path(id_or_path)
-        sys.stderr.write(f"{id_or_path}: the zoo policies it was generated from have changed; regenerating\n")
+        sys.stderr.write(f"{id_or_path}: {_stale_reason(dataset)}; regenerating\n")
     if parsed is None:
         raise DrorlError(f"{id_or_path}: no such file, and not a dataset name TASK-KIND "
                          f"(tasks: {', '.join(TASKS)}; kinds: {', '.join(ALL_KINDS)})")
