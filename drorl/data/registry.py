@@ -69,14 +69,13 @@ def _stale_reason(dataset: Dataset) -> str | None:
     return None
 
 
-def _stale(dataset: Dataset, name: str, regenerable: bool) -> bool:
-    """True when ``dataset`` must be regenerated because the zoo or the generation rules changed under
-    it; an error when it cannot be regenerated as it was made (custom size, seed or corruptions)."""
+def _stale(dataset: Dataset, name: str, regenerable: bool) -> str | None:
+    """Why ``dataset`` must be regenerated (the zoo or the generation rules changed under it), or None
+    when it is current; an error when it cannot be regenerated as it was made (custom size, seed or
+    corruptions)."""
     reason = _stale_reason(dataset)
-    if reason is None:
-        return False
-    if regenerable and _is_default_generation(dataset):
-        return True
+    if reason is None or (regenerable and _is_default_generation(dataset)):
+        return reason
     raise DrorlError(f"{dataset_path(name)}: {reason}; regenerate it with `drorl datasets generate` "
                      "(it overwrites) or delete it")
 
@@ -89,9 +88,10 @@ def resolve(id_or_path: str, generate_missing: bool = True, progress: bool = Tru
     parsed = parse_name(id_or_path)
     if dataset_path(id_or_path).is_file():
         dataset = load(dataset_path(id_or_path))
-        if not _stale(dataset, id_or_path, regenerable=parsed is not None and generate_missing):
+        reason = _stale(dataset, id_or_path, regenerable=parsed is not None and generate_missing)
+        if reason is None:
             return dataset, id_or_path, dataset_path(id_or_path)
-        sys.stderr.write(f"{id_or_path}: {_stale_reason(dataset)}; regenerating\n")
+        sys.stderr.write(f"{id_or_path}: {reason}; regenerating\n")
     if parsed is None:
         raise DrorlError(f"{id_or_path}: no such file, and not a dataset name TASK-KIND "
                          f"(tasks: {', '.join(TASKS)}; kinds: {', '.join(ALL_KINDS)})")
