@@ -3,9 +3,10 @@
     python -m benchmarks.episode_terms RUN_DIR --perturb damping=1.4 gravity=0.15 [--episodes 2]
 
 Rolls every seed's policy (latest checkpoint, deterministic actions) for ``--episodes`` episodes per
-condition in Gymnasium envs and prints, per condition, the mean episode length (and the shortest),
-the mean return and its forward-velocity and control-cost terms. A markdown table, for docs/results:
-it tells a policy that survives longer under a perturbation from one that merely moves faster.
+condition in Gymnasium envs (the evaluation's reset seeds) and prints, per condition, the mean
+episode length (and the shortest), the mean return and its forward-velocity and control-cost terms.
+A markdown table, for docs/results: it tells a policy that survives longer under a perturbation
+from one that merely moves faster.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from drorl.envs import make_env
 from drorl.envs.perturbations import Perturbation
+from drorl.evaluate import episode_seeds
 from drorl.train import load_states, policy_fn
 
 
@@ -34,8 +36,8 @@ def episode_terms(run_dir: Path, conditions: list[Perturbation | None], episodes
     for condition in conditions:
         envs = [make_env(task, condition) for _ in range(seeds)]
         totals = {k: [] for k in ("length", "return", "forward", "ctrl")}
-        for episode in range(episodes):
-            obs = np.stack([env.reset(seed=1000 + episode)[0] for env in envs]).astype(np.float32)
+        for reset_seed in episode_seeds(0, episodes):  # the evaluation's reset seeds
+            obs = np.stack([env.reset(seed=reset_seed)[0] for env in envs]).astype(np.float32)
             done, sums = np.zeros(seeds, bool), {k: np.zeros(seeds) for k in totals}
             while not done.all():
                 actions = act(obs[:, None, :])[:, 0]  # [S, 1, obs] -> one action per seed

@@ -161,3 +161,8 @@ def test_datasets_made_under_older_generation_rules_are_regenerated_or_refused(s
                dataset_path("inverted-pendulum-medium"))
     with pytest.raises(DrorlError, match="inverted-pendulum-medium.hdf5: generated under older rules"):
         resolve("inverted-pendulum-medium", progress=False)
+    # imported data (here an old drorl export brought back through Minari) is the user's: used as it is
+    imported = replace(current, metadata={**older, "source": "minari:drorl/inverted-pendulum/expert-demos-v0"})
+    write_hdf5(imported, path)
+    kept, _, _ = resolve("inverted-pendulum-expert-demos", progress=False)
+    assert "generation_rules" not in kept.metadata and kept.metadata["source"].startswith("minari:")

@@ -59,13 +59,19 @@ def _is_default_generation(dataset: Dataset) -> bool:
 
 
 def _stale_reason(dataset: Dataset) -> str | None:
-    """Why a generated dataset no longer matches what generation would give now, or None."""
-    changed = zoo.changed_policies(dataset.metadata.get("zoo_policies") or {})
+    """Why a dataset drorl generated no longer matches what generation would give now, or None.
+
+    Imported data (``source`` in the metadata, e.g. from Minari) is the user's, never stale: drorl
+    cannot remake it, even when it carries the metadata of an earlier drorl export."""
+    meta = dataset.metadata
+    if "generator" not in meta or "source" in meta:
+        return None
+    changed = zoo.changed_policies(meta.get("zoo_policies") or {})
     if changed:
         return f"generated from zoo policies that have changed since ({', '.join(changed)})"
-    if dataset.metadata.get("generator") and dataset.metadata.get("generation_rules", 1) < GENERATION_RULES:
-        return (f"generated under older rules (generation_rules {dataset.metadata.get('generation_rules', 1)}, "
-                f"now {GENERATION_RULES}: see drorl.data.generate)")
+    rules = meta.get("generation_rules", 1)  # files written before the stamp follow rule 1
+    if rules < GENERATION_RULES:
+        return f"generated under older rules (generation_rules {rules}, now {GENERATION_RULES}; drorl.data.generate)"
     return None
 
 
