@@ -19,6 +19,7 @@ import numpy as np
 
 from drorl.algos import be_droil
 from drorl.data.registry import resolve
+from drorl.data.sampling import every_row
 from drorl.train import device_data, load_states
 
 BANDS = ((0, 10), (10, 50), (50, 100), (100, 200), (200, 400), (400, 700), (700, 1000))
@@ -38,7 +39,7 @@ def weights_by_time(run_dir: Path) -> str:
     dataset, _, _ = resolve(record["dataset"]["id"], progress=False)
     state = jax.tree_util.tree_map(lambda x: x[0], states)
     config = state.config
-    losses, residual, weights = (np.asarray(x) for x in be_droil.current_weights(state, device_data(dataset)))
+    losses, residual, weights = (np.asarray(x) for x in be_droil.current_weights(state, every_row(device_data(dataset))))
     tau = be_droil.tau_of(state.dual_scalars["tau_raw"])
     steps = dataset.time_steps
     profile = balance_profile(steps, dataset.num_episodes, config.gamma, config.initial_states)

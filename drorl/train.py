@@ -23,40 +23,22 @@ import drorl
 from drorl import algos, checkpoint
 from drorl.algos.base import Spec, config_from_dict
 from drorl.data.dataset import Dataset
+from drorl.data.sampling import device_arrays, uniform_batch
 from drorl.errors import DrorlError
 from drorl.io_utils import atomic_path, write_json_atomic
 from drorl.progress import progress_bar
 
 
-def device_data(dataset: Dataset) -> dict[str, jax.Array]:
-    """Everything an update may sample, as device arrays (one copy, shared by all seeds)."""
-    return {
-        "observations": jnp.asarray(dataset.observations),
-        "actions": jnp.asarray(dataset.actions),
-        "rewards": jnp.asarray(dataset.rewards),
-        "next_observations": jnp.asarray(dataset.next_observations),
-        "terminals": jnp.asarray(dataset.terminals, jnp.float32),
-        "timeouts": jnp.asarray(dataset.timeouts, jnp.float32),
-        "next_actions": jnp.asarray(dataset.next_actions),
-        "has_next_action": jnp.asarray(dataset.has_next_action, jnp.float32),
-        "time_steps": jnp.asarray(dataset.time_steps, jnp.float32),
-        "initial_observations": jnp.asarray(dataset.initial_observations),
-        "initial_actions": jnp.asarray(dataset.initial_actions),
-    }
+device_data = device_arrays
+sample_batch = uniform_batch
 
 
-def sample_batch(data: dict[str, jax.Array], key: jax.Array, batch_size: int) -> dict[str, jax.Array]:
-    """Uniform transitions, plus uniformly drawn initial states (same batch size), inside the program.
-
-    Unused fields cost nothing: XLA drops the gathers whose results no update reads.
-    """
-    k_rows, k_init = jax.random.split(key)
-    rows = jax.random.randint(k_rows, (batch_size,), 0, data["rewards"].shape[0])
-    init_rows = jax.random.randint(k_init, (batch_size,), 0, data["initial_observations"].shape[0])
-    batch = {k: v[rows] for k, v in data.items() if not k.startswith("initial_")}
-    batch["initial_observations"] = data["initial_observations"][init_rows]
-    batch["initial_actions"] = data["initial_actions"][init_rows]
-    return batch
+def batch_sampler(algo: ModuleType, batch_size: int) -> Callable:
+    """``(data, state, key) -> batch``: the algorithm's own ``sample`` when it has one, else uniform rows."""
+    own = getattr(algo, "sample", None)
+    if own is not None:
+        return own
+    return lambda data, state, key: uniform_batch(data, key, batch_size)
 
 
 def make_train_chunk(algo: ModuleType, batch_size: int, num_updates: int) -> Callable:
@@ -65,11 +47,13 @@ def make_train_chunk(algo: ModuleType, batch_size: int, num_updates: int) -> Cal
     ``states`` and ``rngs`` carry a leading seed axis; metrics are averaged over the chunk.
     """
 
+    sample = batch_sampler(algo, batch_size)
+
     def one_seed(state, rng, data):
         def body(carry, _):
             state, rng = carry
             rng, k_batch, k_update = jax.random.split(rng, 3)
-            state, metrics = algo.update(state, sample_batch(data, k_batch, batch_size), k_update)
+            state, metrics = algo.update(state, sample(data, state, k_batch), k_update)
             return (state, rng), metrics
 
         (state, rng), metrics = jax.lax.scan(body, (state, rng), None, length=num_updates)

@@ -98,12 +98,9 @@ def test_weights_follow_the_residual_and_favour_hard_transitions(tmp_path):
     states, _ = train("be-droil", dataset, tmp_path / "run", RunSettings(steps=1500, seeds=(0,), updates_per_call=500),
                       config=config, progress=False)
     state = jax.tree_util.tree_map(lambda x: x[0], states)
-    from drorl.train import device_data
+    from drorl.data.sampling import device_arrays, every_row
 
-    data = device_data(dataset)
-    batch = {k: v[:2000] for k, v in data.items() if not k.startswith("initial_")}
-    batch["initial_observations"] = data["initial_observations"]
-    batch["initial_actions"] = data["initial_actions"]
+    batch = every_row(device_arrays(dataset))
     _, metrics = be_droil.update(state, batch, jax.random.PRNGKey(0))
     assert float(metrics["weight_loss_correlation"]) > 0.2
     _, residual, weights = be_droil.current_weights(state, batch)
@@ -124,29 +121,229 @@ def test_balance_false_ablation_normalises_weights(tmp_path):
     assert last["weight_mean"] == pytest.approx(1.0, abs=0.1) and last["lambda"] != 0.0
 
 
-@pytest.mark.parametrize("initial_states", ["first", "all"])
-def test_balance_equation_on_one_trajectory_pins_the_weights(initial_states):
-    """Data = one trajectory s_0 .. s_{T-1}, sampled uniformly (the time-averaged occupancy). The
-    balance equation alone then admits one w: T (1-g) g^t from the first state, 1 - g^(t+1) when every
-    dataset state is an initial state (Config.initial_states)."""
-    horizon, gamma = 30, 0.9
-    d_data = np.full(horizon, 1.0 / horizon)
-    mu0 = np.eye(horizon)[0] if initial_states == "first" else d_data
-    # d_t = (1-g) mu0_t + g d_{t-1}: solve (I - g shift) d = (1-g) mu0 for d = d_data * w
-    shift = np.eye(horizon, k=-1)
-    w = np.linalg.solve((np.eye(horizon) - gamma * shift) * d_data[None, :], (1 - gamma) * mu0)
+def episodes_dataset(episodes, terminal_last=()):
+    """A Dataset of tabular episodes [(states, actions), ...]: state and action ids as 1-D floats; the
+    episodes listed in ``terminal_last`` end in a terminal, the others in a time-out."""
+    obs, act, nxt, terms, outs = [], [], [], [], []
+    for i, (states, actions) in enumerate(episodes):
+        obs += states[:-1]
+        act += actions
+        nxt += states[1:]
+        terms += [False] * (len(actions) - 1) + [i in terminal_last]
+        outs += [False] * (len(actions) - 1) + [i not in terminal_last]
+    column = lambda x: np.asarray(x, np.float32)[:, None]  # noqa: E731
+    return Dataset.from_arrays({"observations": column(obs), "actions": column(act), "next_observations": column(nxt),
+                                "rewards": np.zeros(len(act), np.float32), "terminals": np.asarray(terms),
+                                "timeouts": np.asarray(outs)})
+
+
+def tabular_rows(dataset, occupancy, gamma):
+    """Every row's (s, a) and balance-equation next pair (drorl's own ``next_pair``) as integer ids, the
+    episodes' first pairs, the continuation mask, and the row probabilities of the occupancy estimate."""
+    from drorl.data.sampling import device_arrays, discounted_occupancy, every_row
+    from drorl.runs import spec_for
+
+    config = be_droil.Config(hidden_dims=(4,), q_hidden_dims=(4,), occupancy=occupancy, gamma=gamma)
+    state = be_droil.init(config, spec_for(dataset, None), jax.random.PRNGKey(0))
+    batch = every_row(device_arrays(dataset))
+    next_obs, next_actions, continues = be_droil.next_pair(state, batch)
+    ids = lambda x: np.asarray(x)[:, 0].round().astype(int)  # noqa: E731
+    probs = (discounted_occupancy(dataset, gamma) if occupancy == "discounted"
+             else np.full(len(dataset), 1.0 / len(dataset)))
+    return dict(s=ids(batch["observations"]), a=ids(batch["actions"]), s_next=ids(next_obs),
+                a_next=ids(next_actions), continues=np.asarray(continues, np.float64),
+                s0=ids(batch["initial_observations"]), a0=ids(batch["initial_actions"]), p=probs)
+
+
+CAP = 20.0  # w <= CAP in primal and dual alike: keeps SoftTV's dual finite and smooth for L-BFGS
+
+
+def tabular_dual(rows, loss_table, gamma, rho, divergence):
+    """L(w*; Q, tau) of drorl's dual functions with a tabular Q (x = [Q.ravel(), log tau]), exact
+    expectations under the rows' probabilities; w* capped at CAP (the dual of the primal with w <= CAP)."""
+    shape = loss_table.shape
+    p = jnp.asarray(rows["p"])
+
+    def objective(x, weights=None):
+        q = x[:-1].reshape(shape)
+        tau = jnp.exp(x[-1])
+        residual = be_droil.balance_residual(jnp.asarray(loss_table[rows["s"], rows["a"]]), q[rows["s"], rows["a"]],
+                                             q[rows["s_next"], rows["a_next"]], jnp.asarray(rows["continues"]), gamma)
+        w = be_droil.worst_case_weights(residual, tau, divergence, max_weight=CAP) if weights is None else weights
+        return be_droil.dual_objective(q[rows["s0"], rows["a0"]], residual, w, tau, rho, gamma, divergence,
+                                       probabilities=p)
+
+    return objective
+
+
+def revisiting_episodes(seed=0, n=6, states=3, actions=2):
+    """Episodes of a 3-state MDP under a stochastic expert: states recur; lengths 4 to 9."""
+    rng = np.random.default_rng(seed)
+    transition = rng.dirichlet(np.ones(states), size=(states, actions))
+    policy = rng.dirichlet(np.ones(actions), size=states)
+    episodes = []
+    for _ in range(n):
+        s = [int(rng.integers(states))]
+        a = []
+        for _ in range(int(rng.integers(4, 10))):
+            a.append(int(rng.choice(actions, p=policy[s[-1]])))
+            s.append(int(rng.choice(states, p=transition[s[-1], a[-1]])))
+        episodes.append((s, a))
+    return episodes
+
+
+CHAIN = [(list(range(31)), [0] * 30)]  # one deterministic trajectory of 30 distinct states
+
+
+@pytest.mark.parametrize("problem", ["chain", "revisits"])
+def test_w_equals_one_satisfies_the_balance_equation_under_the_discounted_occupancy(float64, problem):
+    """At w = 1 every Q coefficient of the dual cancels (the balance equation holds) with the discounted
+    estimate, for cut and terminal episodes alike; with uniform rows it does not (the old estimate)."""
+    gamma = 0.9
+    dataset = (episodes_dataset(CHAIN) if problem == "chain"
+               else episodes_dataset(revisiting_episodes(), terminal_last=(1, 4)))
+    loss = np.random.default_rng(2).uniform(size=(31, 2))
+    divergence = get_divergence("softtv")
+    x0 = jnp.asarray(np.r_[np.random.default_rng(3).normal(size=62), 0.0])
+    for occupancy, holds in (("discounted", True), ("uniform", False)):
+        rows = tabular_rows(dataset, occupancy, gamma)
+        objective = tabular_dual(rows, loss, gamma, 0.1, divergence)
+        q_gradient = jax.grad(lambda x: objective(x, weights=jnp.ones(len(dataset))))(x0)[:-1]
+        assert (float(jnp.max(jnp.abs(q_gradient))) < 1e-8) == holds, occupancy
+
+
+def minimise_dual(objective, size):
+    value_and_grad = jax.jit(jax.value_and_grad(objective))
+    fun = lambda x: tuple(np.asarray(v, np.float64) for v in value_and_grad(jnp.asarray(x)))  # noqa: E731
+    best = None
+    for log_tau in (-2.0, 0.0, 2.0):
+        result = minimize(fun, np.r_[np.zeros(size), log_tau], jac=True, method="L-BFGS-B",
+                          options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000})
+        best = result if best is None or result.fun < best.fun else best
+    return best
+
+
+@pytest.mark.parametrize("problem", ["chain", "revisits"])
+@pytest.mark.parametrize("rho", [0.01, 0.1, 0.3])
+def test_dual_is_bounded_under_the_discounted_occupancy(float64, problem, rho):
+    """Minimised over tabular Q and tau the dual stays between the nominal and the largest loss (on the
+    chain w = 1 is the only feasible point; the infimum there sits at tau -> 0, which L-BFGS only
+    approaches, so only the bounds are asserted)."""
+    gamma = 0.9
+    dataset = (episodes_dataset(CHAIN) if problem == "chain"
+               else episodes_dataset(revisiting_episodes(), terminal_last=(1, 4)))
+    loss = np.random.default_rng(2).uniform(size=(31, 2))
+    rows = tabular_rows(dataset, "discounted", gamma)
+    nominal = float(np.sum(rows["p"] * loss[rows["s"], rows["a"]]))
+    best = minimise_dual(tabular_dual(rows, loss, gamma, rho, get_divergence("softtv")), loss.size)
+    assert nominal - 1e-6 <= best.fun <= loss[rows["s"], rows["a"]].max() + 1e-6
+
+
+def test_uniform_occupancy_leaves_the_dual_unbounded_on_distinct_states(float64):
+    """The old estimate: on one trajectory of distinct states at rho = 0.05 < SoftTV(T (1-g) g^t) = 0.135
+    (T = 30, g = 0.9), the dual minimised over tabular Q and tau runs far below any loss."""
+    dataset = episodes_dataset(CHAIN)
+    loss = np.random.default_rng(2).uniform(size=(31, 2))
+    rows = tabular_rows(dataset, "uniform", 0.9)
+    best = minimise_dual(tabular_dual(rows, loss, 0.9, 0.05, get_divergence("softtv")), loss.size)
+    assert best.fun < -10.0
+
+
+def primal_on_rows(rows, loss_table, gamma, rho, divergence):
+    """max_w sum_k p_k w_k l_k s.t. the balance equation on every pair, sum_k p_k f(w_k) <= rho, 0 <= w <= CAP,
+    with one weight per distinct (s, a, s', a', continues) (rows alike share the optimum: concavity)."""
+    keys = np.stack([rows["s"], rows["a"], rows["s_next"], rows["a_next"], rows["continues"]], axis=1)
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    p = np.bincount(inverse, weights=rows["p"])
+    loss = loss_table[unique[:, 0].astype(int), unique[:, 1].astype(int)]
+    pairs = sorted({(int(s), int(a)) for s, a in unique[:, :2]} | {(int(s), int(a)) for s, a in unique[:, 2:4]})
+    mu0 = {pair: 0.0 for pair in pairs}
+    for s, a in zip(rows["s0"], rows["a0"]):
+        mu0[(int(s), int(a))] += 1.0 / len(rows["s0"])
+    f = lambda w: np.asarray(divergence.f(jnp.asarray(w)))  # noqa: E731
+
+    def balance(w):
+        out = []
+        for pair in pairs:
+            here = np.all(unique[:, :2] == pair, axis=1)
+            arriving = np.all(unique[:, 2:4] == pair, axis=1) * unique[:, 4]
+            out.append(np.sum(p * w * here) - (1 - gamma) * mu0[pair] - gamma * np.sum(p * w * arriving))
+        return np.asarray(out)
+
+    result = minimize(lambda w: -np.sum(p * w * loss), np.ones(len(p)), method="SLSQP", bounds=[(0, CAP)] * len(p),
+                      constraints=[{"type": "eq", "fun": balance},
+                                   {"type": "ineq", "fun": lambda w: rho - np.sum(p * f(w))}],
+                      options={"ftol": 1e-13, "maxiter": 1000})
+    assert result.success, result.message
+    return -result.fun
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dual_equals_primal_on_sampled_demonstrations_and_weights_follow_the_loss(float64, seed):
+    """Demonstrations that revisit states, d_D their empirical discounted occupancy: the minimised dual
+    equals the primal worst-case loss, and the optimal w* correlates positively with the loss."""
+    gamma, rho = 0.9, 0.1
+    divergence = get_divergence("softtv")
+    dataset = episodes_dataset(revisiting_episodes(seed), terminal_last=(1, 4))
+    loss = np.random.default_rng(seed + 10).uniform(size=(31, 2))
+    rows = tabular_rows(dataset, "discounted", gamma)
+    nominal = float(np.sum(rows["p"] * loss[rows["s"], rows["a"]]))
+    objective = tabular_dual(rows, loss, gamma, rho, divergence)
+    best = minimise_dual(objective, loss.size)
+    primal = primal_on_rows(rows, loss, gamma, rho, divergence)
+    assert primal > nominal + 1e-3  # the ball gives the adversary room
+    assert best.fun == pytest.approx(primal, rel=1e-3)
+    q, tau = best.x[:-1].reshape(loss.shape), np.exp(best.x[-1])
+    residual = be_droil.balance_residual(loss[rows["s"], rows["a"]], q[rows["s"], rows["a"]],
+                                         q[rows["s_next"], rows["a_next"]], rows["continues"], gamma)
+    weights = np.asarray(be_droil.worst_case_weights(jnp.asarray(residual), tau, divergence, CAP))
+    per_row_loss = loss[rows["s"], rows["a"]]
+    assert np.corrcoef(weights, per_row_loss)[0, 1] > 0.0
+
+
+def test_uniform_occupancy_pins_the_time_profile_on_one_trajectory(float64):
+    """Under uniform rows, the only w at which the dual's Q-gradient vanishes on one trajectory of
+    distinct states is w_t = T (1 - g) g^t (the runaway of the committed uniform-occupancy runs). The
+    Q-gradient is linear in w; solving it with drorl's dual recovers that profile."""
+    gamma, horizon = 0.9, 30
+    dataset = episodes_dataset(CHAIN)
+    rows = tabular_rows(dataset, "uniform", gamma)
+    loss = np.zeros((31, 2))
+    objective = tabular_dual(rows, loss, gamma, 0.1, get_divergence("softtv"))
+    x0 = jnp.zeros(63)
+    gradient = lambda w: jax.grad(lambda x: objective(x, weights=w))(x0)[:-1]  # noqa: E731
+    offset = np.asarray(gradient(jnp.zeros(horizon)))
+    columns = np.stack([np.asarray(gradient(jnp.eye(horizon)[i])) - offset for i in range(horizon)], axis=1)
+    used = [2 * t for t in range(horizon)]  # Q(s_t, a = 0) for t < T: one equation per row
+    w = np.linalg.solve(columns[used], -offset[used])
     t = np.arange(horizon)
-    expected = horizon * (1 - gamma) * gamma**t if initial_states == "first" else 1 - gamma ** (t + 1)
-    np.testing.assert_allclose(w, expected, rtol=1e-12)
+    np.testing.assert_allclose(w, horizon * (1 - gamma) * gamma**t, rtol=1e-10)
+
+
+def test_discounted_sampler_draws_the_exact_occupancy():
+    """Row frequencies of ``discounted_batch`` over many draws match ``discounted_occupancy`` (episodes of
+    12, 4 and 30 steps), and each row's restart pair is its own episode's first pair."""
+    from drorl.data.sampling import device_arrays, discounted_batch, discounted_occupancy
+
+    dataset = episodes_dataset([(list(range(13)), [0] * 12), (list(range(5)), [1] * 4), (list(range(31)), [0] * 30)])
+    data = {**device_arrays(dataset), "rewards": jnp.arange(len(dataset), dtype=jnp.float32)}  # reward = row id
+    draw = jax.jit(lambda k: discounted_batch(data, k, 4096, 0.8))
+    batches = [draw(k) for k in jax.random.split(jax.random.PRNGKey(0), 50)]
+    rows = np.concatenate([np.asarray(b["rewards"]) for b in batches]).astype(int)
+    exact = discounted_occupancy(dataset, 0.8)
+    assert exact.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(np.bincount(rows, minlength=len(dataset)) / rows.size, exact, atol=4e-3)
+    restart = np.concatenate([np.asarray(b["restart_actions"])[:, 0] for b in batches])
+    np.testing.assert_array_equal(restart, dataset.initial_actions[dataset.episode_index[rows], 0])
 
 
 def test_initial_states_all_uses_the_batch_pairs():
     dataset = Dataset.from_arrays(make_arrays(n=64, obs_dim=4, act_dim=2))
     from drorl.runs import spec_for
-    from drorl.train import device_data
+    from drorl.data.sampling import EPISODE_KEYS, device_arrays, every_row
 
-    data = device_data(dataset)
-    batch = {k: v for k, v in data.items() if not k.startswith("initial_")}
+    batch = {k: v for k, v in every_row(device_arrays(dataset)).items() if k not in EPISODE_KEYS}
     spec = spec_for(dataset, None)
     config = be_droil.Config(hidden_dims=(16,), q_hidden_dims=(16,), initial_states="all")
     state = be_droil.init(config, spec, jax.random.PRNGKey(0))

@@ -14,12 +14,23 @@ and the two-stage procedure of Eq. 12, alternated one gradient step each:
     (Q, tau) <- argmin_{Q, tau >= 0} L(w*; Q, tau)        (w* held fixed: Danskin)
     pi       <- argmin_pi E_D[ stopgrad(w*) l_pi(s, a) ]
 
-Choices (config options): tau = softplus(raw tau); a' is the recorded next action, pi(s') where
-a time limit cut the trajectory, and the term is zero after a true terminal; the initial-state
-term uses each trajectory's first state and recorded action (``initial_states="first"``, the spec;
-``"all"`` uses every dataset pair instead, see Config); the policy step uses the weights
-recomputed after the dual step. ``balance=False`` is the "Q = 0" ablation: plain f-divergence DRO
-on the loss with a scalar multiplier lambda for E[w] = 1, w* = max(0, (f')^{-1}((l - lambda)/tau)).
+Expectations under d_D (``occupancy``, a config option). The ball is centred on the expert's
+*discounted* occupancy, and strong duality needs w = 1 (d_D itself) to be strictly feasible. The
+default ``"discounted"`` samples step t of episode i with probability (1 - g) g^t / (N (1 - g^T_i))
+(``drorl.data.sampling.discounted_batch``) and sends the mass past each episode's last row back to
+that episode's first pair (a renewal: Q(s0_i, a0_i) is the next pair there, whether the episode was
+cut by a time limit or ended in a terminal), so the balance equation holds exactly at w = 1 on any
+set of demonstrations and the empirical d_D sums to one. ``"uniform"`` samples rows uniformly: the
+time-averaged occupancy, for which w = 1 is not feasible under the discounted balance equation
+(on distinct states only w_t = T (1 - g) g^t is); kept as an option for the runs made with it.
+Under ``"uniform"``, a' is the recorded next action, pi(s') where a time limit cut the trajectory,
+and the term is zero after a true terminal.
+
+Other choices (config options): tau = softplus(raw tau); the initial-state term uses each
+trajectory's first state and recorded action, episodes drawn uniformly (``initial_states="first"``;
+``"all"`` uses every batch pair instead, see Config); the policy step uses the weights recomputed
+after the dual step. ``balance=False`` is the "Q = 0" ablation: plain f-divergence DRO on the loss
+with a scalar multiplier lambda for E[w] = 1, w* = max(0, (f')^{-1}((l - lambda)/tau)).
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ import optax
 
 from drorl.algos import bc
 from drorl.algos.base import Scaler, Spec
+from drorl.data.sampling import discounted_batch, uniform_batch
 from drorl.nn.critics import Critic
 from drorl.robust.divergences import Divergence, get_divergence
 
@@ -54,11 +66,11 @@ class Config(bc.Config):
         max_weight: cap on w* (SoftTV's inverse derivative diverges at y = 1/2).
         initial_states: the (s0, a0) of the initial-state term. "first": each trajectory's first pair
             (the spec). "all": every dataset pair, i.e. the occupancy of restarts from the data. Why
-            it matters: uniform samples of long trajectories are the expert's time-averaged
-            occupancy, not its discounted one; with "first", the balance equation on one trajectory
-            of length T admits only w_t = T (1 - g) g^t (front-loaded: 10 at t = 0 for T = 1000,
-            g = 0.99), so the weights follow the time step rather than the loss. With "all" the
-            admissible weights are w_t = 1 - g^(t+1), close to 1, and the ball reweights by loss.
+            it mattered under ``occupancy="uniform"``: uniform samples of long trajectories are the
+            expert's time-averaged occupancy; with "first", the balance equation on one trajectory of
+            length T then admits only w_t = T (1 - g) g^t, with "all" only w_t = 1 - g^(t+1).
+        occupancy: how E_D is estimated: "discounted" (the expert's discounted occupancy, default)
+            or "uniform" (rows uniformly: the time-averaged occupancy; the runs before this option).
     """
 
     rho: float = 0.3
@@ -71,6 +83,7 @@ class Config(bc.Config):
     init_tau: float = 1.0
     max_weight: float = 10.0
     initial_states: Literal["first", "all"] = "first"
+    occupancy: Literal["discounted", "uniform"] = "discounted"
 
 
 @flax.struct.dataclass
@@ -147,12 +160,29 @@ def weighted_imitation_loss(weights: jnp.ndarray, losses: jnp.ndarray) -> jnp.nd
     return jnp.mean(jax.lax.stop_gradient(weights) * losses)
 
 
-def _next_q(state: State, q_params: Any, batch: dict, next_obs: jnp.ndarray) -> jnp.ndarray:
-    """Q(s', a') with a' the recorded next action, or pi(s') where the trajectory was cut."""
-    recorded = state.scaler.to_unit_action(batch["next_actions"])
+def sample(data: dict[str, jnp.ndarray], state: State, key: jax.Array) -> dict[str, jnp.ndarray]:
+    """A batch from the expert's discounted occupancy (default) or uniform rows (``occupancy``)."""
+    config = state.config
+    if config.occupancy == "uniform":
+        return uniform_batch(data, key, config.batch_size)
+    return discounted_batch(data, key, config.batch_size, config.gamma)
+
+
+def next_pair(state: State, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """(s', a', continues) of the balance equation's next term, unscaled.
+
+    Discounted occupancy: the recorded next pair, or the episode's first pair after its last row (the
+    renewal that keeps w = 1 feasible). Uniform: the recorded next action, or pi(s') where a time
+    limit cut the trajectory; zero after a true terminal.
+    """
+    goes_on = batch["has_next_action"][:, None] > 0
+    if state.config.occupancy == "discounted":
+        next_obs = jnp.where(goes_on, batch["next_observations"], batch["restart_observations"])
+        next_actions = jnp.where(goes_on, batch["next_actions"], batch["restart_actions"])
+        return next_obs, next_actions, jnp.ones_like(batch["terminals"])
     policy_next = jax.lax.stop_gradient(bc.act(state, batch["next_observations"], jax.random.PRNGKey(0), True))
-    chosen = jnp.where(batch["has_next_action"][:, None] > 0, recorded, state.scaler.to_unit_action(policy_next))
-    return Critic(state.config.q_hidden_dims).apply(q_params, next_obs, chosen)
+    next_actions = jnp.where(goes_on, batch["next_actions"], policy_next)
+    return batch["next_observations"], next_actions, 1.0 - batch["terminals"]
 
 
 def residual_and_weights(state: State, q_params: Any, scalars: dict, batch: dict[str, jnp.ndarray],
@@ -164,8 +194,10 @@ def residual_and_weights(state: State, q_params: Any, scalars: dict, batch: dict
     if config.balance:
         obs = state.scaler.observation(batch["observations"])
         q = Critic(config.q_hidden_dims).apply(q_params, obs, state.scaler.to_unit_action(batch["actions"]))
-        q_next = _next_q(state, q_params, batch, state.scaler.observation(batch["next_observations"]))
-        residual = balance_residual(losses, q, q_next, 1.0 - batch["terminals"], config.gamma)
+        next_obs, next_actions, continues = next_pair(state, batch)
+        q_next = Critic(config.q_hidden_dims).apply(q_params, state.scaler.observation(next_obs),
+                                                    state.scaler.to_unit_action(next_actions))
+        residual = balance_residual(losses, q, q_next, continues, config.gamma)
     else:
         residual = losses - scalars["lam"]
     weights = worst_case_weights(residual, tau_of(scalars["tau_raw"]), get_divergence(config.divergence),
