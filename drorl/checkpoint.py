@@ -58,8 +58,8 @@ def require_same_run(path: Path, old: dict, new: dict, keys: tuple[str, ...], de
     """Refuse to resume into ``path`` (a config.json) unless ``keys`` agree; "a.b" looks inside a.
 
     Values are compared as JSON, so tuples in the new record equal lists read back from disk.
-    ``defaults`` ({"config": {field: default}}) fills the sub-keys an older record lacks: a config field
-    added after the run started, whose default is what that run used.
+    ``defaults`` ({"config": {field: default}}, nested for nested configs) fills the sub-keys an older
+    record lacks: a config field added after the run started, whose default is what that run used.
     """
     for key in keys:
         first, _, second = key.partition(".")
@@ -67,11 +67,34 @@ def require_same_run(path: Path, old: dict, new: dict, keys: tuple[str, ...], de
         if second:
             before, after = (before or {}).get(second), (after or {}).get(second)
         elif defaults and first in defaults and isinstance(before, dict):
-            before = {**defaults[first], **before}
+            before = _with_defaults(before, defaults[first])
         before, after = json.loads(json.dumps(before)), json.loads(json.dumps(after))
         if before != after:
             detail = ""
             if isinstance(before, dict) and isinstance(after, dict):
-                changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-                detail = " (" + ", ".join(f"{k}: {before.get(k)!r} there, {after.get(k)!r} here" for k in changed) + ")"
+                flat_before, flat_after = _flatten(before), _flatten(after)
+                changed = sorted(k for k in flat_before.keys() | flat_after.keys()
+                                 if flat_before.get(k) != flat_after.get(k))
+                detail = " (" + ", ".join(f"{k}: {flat_before.get(k)!r} there, {flat_after.get(k)!r} here"
+                                          for k in changed) + ")"
             raise DrorlError(f"{path}: the existing run has a different {key!r}{detail}; use a new --out directory")
+
+
+def _with_defaults(values: dict, defaults: dict) -> dict:
+    """``values`` with missing keys (at any depth) taken from ``defaults``."""
+    merged = dict(defaults)
+    for key, value in values.items():
+        merged[key] = _with_defaults(value, defaults[key]) if isinstance(value, dict) and isinstance(
+            defaults.get(key), dict) else value
+    return merged
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    """Nested dicts as one dict with dotted keys."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from drorl import algos as _algos
 from drorl.errors import DrorlError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -172,7 +173,8 @@ def zoo_build(
 
 @app.command("train")
 def train_cmd(
-    algo: str = typer.Argument(..., help="Algorithm name (drorl train --help lists them below)."),
+    algo: str = typer.Argument(..., help=f"Offline algorithm: {', '.join(_algos.names('offline'))} "
+                                         "(drorl algorithms shows their options)."),
     dataset: str = typer.Option(..., help="A dataset name (TASK-KIND, generated on first use) or an HDF5 path."),
     env: Optional[str] = typer.Option(None, help="Task to evaluate on (default: the dataset's metadata)."),
     steps: int = typer.Option(100_000, help="Gradient steps per seed."),
@@ -183,7 +185,8 @@ def train_cmd(
     eval_episodes: int = typer.Option(5, help="Episodes per periodic evaluation."),
     log_every: int = typer.Option(1000, help="Updates per compiled call; one metrics line per seed each."),
     checkpoint_every: int = typer.Option(10_000, help="Steps between checkpoints (always one at the end)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config field: --set lr=3e-4 (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field: --set policy.lr=3e-4 (repeatable; "
+                                                    "drorl algorithms lists the fields)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Train an offline algorithm on a dataset, for several seeds at once."""
@@ -200,8 +203,9 @@ def train_cmd(
 
 @app.command("train-online")
 def train_online_cmd(
-    algo: str = typer.Argument("sac", help="Online algorithm (sac)."),
-    env: str = typer.Option(..., help="Task: hopper, halfcheetah, walker2d, ant or inverted-pendulum."),
+    algo: str = typer.Argument("sac", help=f"Online algorithm: {' or '.join(_algos.names('online'))}."),
+    env: str = typer.Option(..., help="Task: hopper, halfcheetah, walker2d, ant, inverted-pendulum (sac) or "
+                                      "cartpole (dqn)."),
     steps: int = typer.Option(1_000_000, help="Environment steps in total."),
     seed: int = typer.Option(0, help="Seed of environments, exploration and initialisation."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/ALGO-ENV-sSEED); an existing run "
@@ -217,7 +221,7 @@ def train_online_cmd(
     set_: list[str] = typer.Option([], "--set", help="Override a config field: --set actor_lr=1e-3."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
-    """Train an online algorithm (SAC): how drorl's behaviour policies are made. Resumable."""
+    """Train an online algorithm (SAC, DQN): how drorl's behaviour policies are made. Resumable."""
     from drorl import algos
     from drorl.algos.base import config_with_overrides
     from drorl.envs import get_task
@@ -226,7 +230,7 @@ def train_online_cmd(
     if min(steps, num_envs, update_every, buffer_size, checkpoint_every, eval_episodes) <= 0 or eval_every < 0:
         raise DrorlError("--steps, --num-envs, --update-every, --buffer-size, --checkpoint-every and "
                          "--eval-episodes must be positive, --eval-every >= 0")
-    config = config_with_overrides(algos.get(algo).Config, _parse_sets(set_))
+    config = config_with_overrides(algos.get(algo, "online").Config, _parse_sets(set_))
     task = get_task(env).name
     settings = OnlineSettings(env_steps=steps, seed=seed, num_envs=num_envs, start_steps=start_steps,
                               update_every=update_every, updates_per_step=updates_per_step,
@@ -330,14 +334,22 @@ def quickstart_cmd(
 
 @app.command("algorithms")
 def algorithms_cmd():
-    """List the registered algorithms and their config fields."""
-    import dataclasses
+    """List the registered algorithms: kind, action spaces, summary and every config field's default."""
+    from rich.markup import escape
 
-    from drorl import algos
+    from drorl.algos.base import config_fields
 
-    for name in algos.names():
-        fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(algos.get(name).Config))
-        console.print(f"[bold]{name}[/bold]: {fields}")
+    for name in _algos.names():
+        entry = _algos.entry(name)
+        defaults = _algos.get(name).Config()
+        fields = []
+        for path in config_fields(type(defaults)):
+            value = defaults
+            for part in path.split("."):
+                value = getattr(value, part)
+            fields.append(f"{path}={value!r}")
+        console.print(f"[bold]{name}[/bold] ({entry.kind}, {'/'.join(entry.action_spaces)}): {entry.summary}")
+        console.print(escape("    " + ", ".join(fields)))
 
 
 def _enable_compilation_cache() -> None:

@@ -23,6 +23,7 @@ from drorl.envs.tasks import TaskInfo
 from drorl.errors import DrorlError
 from drorl.io_utils import write_json_atomic
 from drorl.progress import progress_bar
+from drorl.scores import normalized_score
 
 BatchedPolicy = Callable[[np.ndarray], np.ndarray]
 SinglePolicy = Callable[[np.ndarray], np.ndarray]
@@ -35,12 +36,6 @@ DEFAULT_MAX_ENVS = 512  # envs alive at once; more work runs in chunks through t
 def episode_seeds(seed: int, episodes: int) -> list[int]:
     """The reset seed of each episode index, derived from ``seed`` (episode ``e``'s seed ignores ``episodes``)."""
     return [int(np.random.SeedSequence([seed, e]).generate_state(1)[0]) for e in range(episodes)]
-
-
-def normalized_score(returns: float | np.ndarray, ref_min: float, ref_max: float) -> float | np.ndarray:
-    """``100 * (R - ref_min) / (ref_max - ref_min)``: 0 is the reference minimum, 100 the maximum."""
-    score = 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / (ref_max - ref_min)
-    return float(score) if score.ndim == 0 else score
 
 
 def robustness_summary(values: Sequence[float], normalized_means: Sequence[float]) -> dict[str, float]:

@@ -9,7 +9,6 @@ taken at every evaluation are what the behaviour-policy zoo is built from.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 from pathlib import Path
@@ -22,15 +21,14 @@ import numpy as np
 
 import drorl
 from drorl import algos, checkpoint
+from drorl.data import buffer as buffer_lib
 from drorl.algos.base import Spec
 from drorl.envs import action_bounds, get_task, make_env
 from drorl.errors import DrorlError
 from drorl.io_utils import write_json_atomic
 from drorl.progress import progress_bar
-from drorl.data.generate import random_policy
-from drorl.train import policy_fn, truncate_metrics
-
-BUFFER_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
+from drorl.envs.policies import random_policy
+from drorl.train import policy_fn, scan_updates, truncate_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,36 +61,20 @@ class OnlineSettings:
     checkpoint_every: int = 50_000
 
 
-def empty_buffer(capacity: int, obs_dim: int, act_dim: int) -> dict[str, jax.Array]:
-    return {"observations": jnp.zeros((capacity, obs_dim), jnp.float32),
-            "actions": jnp.zeros((capacity, act_dim), jnp.float32),
-            "rewards": jnp.zeros((capacity,), jnp.float32),
-            "next_observations": jnp.zeros((capacity, obs_dim), jnp.float32),
-            "terminals": jnp.zeros((capacity,), jnp.float32)}
-
-
 # donated: without it every insert copies the whole buffer (572 ms per 50 rows for ant's 1M x 220 floats)
-@functools.partial(jax.jit, donate_argnums=0)
-def _insert(buffer: dict[str, jax.Array], rows: dict[str, jax.Array], start: jax.Array) -> dict[str, jax.Array]:
-    capacity = buffer["rewards"].shape[0]
-    index = (start + jnp.arange(rows["rewards"].shape[0])) % capacity
-    return {k: buffer[k].at[index].set(rows[k]) for k in buffer}
+_insert = jax.jit(buffer_lib.insert, donate_argnums=0)
 
 
-def make_online_chunk(algo: ModuleType, batch_size: int, num_updates: int) -> Callable:
-    """A compiled ``(state, rng, buffer, size) -> (state, rng, metrics)``: ``num_updates`` updates on
-    batches drawn uniformly from the first ``size`` rows of the buffer, inside the program."""
+def _buffer_sample(buffer: buffer_lib.RingBuffer, state: Any, key: jax.Array) -> dict[str, jax.Array]:
+    return buffer_lib.sample(buffer, key, state.config.batch_size)
 
-    def chunk(state, rng, buffer, size):
-        def body(carry, _):
-            state, rng = carry
-            rng, k_batch, k_update = jax.random.split(rng, 3)
-            rows = jax.random.randint(k_batch, (batch_size,), 0, size)
-            state, metrics = algo.update(state, {k: v[rows] for k, v in buffer.items()}, k_update)
-            return (state, rng), metrics
 
-        (state, rng), metrics = jax.lax.scan(body, (state, rng), None, length=num_updates)
-        return state, rng, jax.tree_util.tree_map(jnp.mean, metrics)
+def make_online_chunk(algo: ModuleType, num_updates: int) -> Callable:
+    """A compiled ``(state, rng, buffer) -> (state, rng, metrics)``: ``num_updates`` updates on batches
+    drawn uniformly from the buffer's filled rows, inside the program (the offline loop's scan body)."""
+
+    def chunk(state, rng, buffer):
+        return scan_updates(algo, _buffer_sample, state, rng, buffer, num_updates)
 
     return jax.jit(chunk, donate_argnums=(0, 1))
 
@@ -102,7 +84,7 @@ def online_spec(task: str) -> Spec:
     info = get_task(task)
     low, high = action_bounds(info)
     return Spec(info.obs_dim, info.act_dim, low, high, np.zeros(info.obs_dim, np.float32),
-                np.ones(info.obs_dim, np.float32))
+                np.ones(info.obs_dim, np.float32), info.name, info.num_actions if info.discrete else None)
 
 
 def _record(algo_name: str, task: str, config: Any, settings: OnlineSettings) -> dict[str, Any]:
@@ -119,7 +101,7 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
     """Train ``algo_name`` online on ``task``; resumes from ``out_dir``'s latest checkpoint if any."""
     if settings.update_every % settings.num_envs:
         raise DrorlError(f"--update-every {settings.update_every} must be a multiple of --num-envs {settings.num_envs}")
-    algo = algos.get(algo_name)
+    algo = algos.get(algo_name, "online")
     config = config if config is not None else algo.Config()
     info = get_task(task)
     out = Path(out_dir)
@@ -135,8 +117,8 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
     key = jax.random.PRNGKey(settings.seed)
     k_init, rng, act_key = jax.random.split(key, 3)
     state = algo.init(config, spec, k_init)
-    buffer = empty_buffer(settings.buffer_size, info.obs_dim, info.act_dim)
-    counters = {"env_steps": 0, "buffer_size": 0, "buffer_next": 0, "episodes": 0}
+    buffer = buffer_lib.empty(settings.buffer_size, info.obs_dim, info.act_dim)
+    counters = {"env_steps": 0, "episodes": 0}
     ckpt_dir = out / "checkpoints"
     latest = checkpoint.latest(ckpt_dir)
     if latest is not None:
@@ -156,7 +138,7 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
     explore = random_policy(info.name, settings.seed * 100_003 + start)
     acting = jax.jit(lambda st, o, k: algo.act(st, o, k, False))
     num_updates = int(settings.update_every * settings.updates_per_step)
-    chunk = make_online_chunk(algo, config.batch_size, num_updates) if num_updates else None
+    chunk = make_online_chunk(algo, num_updates) if num_updates else None
     staged: list[tuple] = []
     returns = np.zeros(n)
     finished: list[float] = []
@@ -183,14 +165,13 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
             advance(n)
             if len(staged) < settings.update_every:
                 continue
-            rows = {k: jnp.asarray(np.asarray([r[j] for r in staged], np.float32)) for j, k in enumerate(BUFFER_KEYS)}
-            buffer = _insert(buffer, rows, counters["buffer_next"])
-            counters["buffer_next"] = (counters["buffer_next"] + len(staged)) % settings.buffer_size
-            counters["buffer_size"] = min(counters["buffer_size"] + len(staged), settings.buffer_size)
+            rows = {k: jnp.asarray(np.asarray([r[j] for r in staged], np.float32))
+                    for j, k in enumerate(buffer_lib.TRANSITION_COLUMNS)}
+            buffer = _insert(buffer, rows)
             staged = []
             line: dict[str, Any] = {"step": counters["env_steps"]}
             if chunk is not None and counters["env_steps"] >= settings.start_steps:
-                state, rng, metrics = chunk(state, rng, buffer, counters["buffer_size"])
+                state, rng, metrics = chunk(state, rng, buffer)
                 line.update({k: float(v) for k, v in jax.device_get(metrics).items()})
             if finished:
                 line.update({"episode_return": float(np.mean(finished)), "episodes": counters["episodes"]})
@@ -198,7 +179,7 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
             step = counters["env_steps"]
             if settings.eval_every and step % settings.eval_every < settings.update_every:
                 line.update(_evaluate(algo, state, info.name, settings, step))
-                checkpoint.save(out / "snapshots", step, {"actor": actor_params(state), "scaler": state.scaler},
+                checkpoint.save(out / "snapshots", step, {"actor": algo.policy_params(state), "scaler": state.scaler},
                                 keep=10**9)
             now = time.perf_counter()
             line["steps_per_s"] = settings.update_every / max(now - t_last, 1e-9)
@@ -211,15 +192,6 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
     for env in envs:
         env.close()
     return state, out
-
-
-def actor_params(state: Any) -> Any:
-    """The parameters that act: SAC's actor, DQN's Q-network."""
-    return state.actor if hasattr(state, "actor") else state.params
-
-
-def with_actor_params(state: Any, params: Any) -> Any:
-    return state.replace(actor=params) if hasattr(state, "actor") else state.replace(params=params)
 
 
 def _evaluate(algo: ModuleType, state: Any, task: str, settings: OnlineSettings, step: int) -> dict[str, float]:

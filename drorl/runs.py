@@ -9,49 +9,19 @@ from typing import Any, Callable
 import numpy as np
 
 from drorl import algos
-from drorl.algos.base import Spec, config_with_overrides
+from drorl.algos.base import config_with_overrides
 from drorl.data.dataset import Dataset
 from drorl.data.generate import reference_returns
 from drorl.data.registry import resolve
-from drorl.envs import action_bounds, get_task
+from drorl.envs import get_task
 from drorl.errors import DrorlError
+from drorl.scores import normalized_score, reference_scores, spec_for, task_of
 from drorl.train import RunSettings, load_states, policy_fn, train
-
-
-def reference_scores(metadata: dict[str, Any], task: str) -> tuple[float, float, str]:
-    """(random, expert) returns for normalised scores: the dataset's own, else D4RL's constants."""
-    if "ref_min_score" in metadata and "ref_max_score" in metadata:
-        return (float(metadata["ref_min_score"]), float(metadata["ref_max_score"]),
-                str(metadata.get("ref_source", "dataset metadata")))
-    info = get_task(task)
-    if info.d4rl_ref_min is None:
-        raise DrorlError(f"task {info.name} has no D4RL reference returns and the dataset has no "
-                         f"'ref_min_score'/'ref_max_score' metadata")
-    return info.d4rl_ref_min, info.d4rl_ref_max, "D4RL constants"
-
-
-def task_of(dataset: Dataset, env: str | None, source: str = "dataset") -> str | None:
-    """The task to evaluate on (``--env`` first, else the dataset's metadata), checked against the data."""
-    name = env or dataset.metadata.get("env")
-    if not name:
-        return None
-    info = get_task(name)
-    if (dataset.obs_dim, dataset.act_dim) != (info.obs_dim, info.act_dim):
-        raise DrorlError(f"{source}: observations have {dataset.obs_dim} columns and actions {dataset.act_dim}; "
-                         f"task {info.name} expects {info.obs_dim} and {info.act_dim}")
-    return info.name
-
-
-def spec_for(dataset: Dataset, task: str | None) -> Spec:
-    """Action bounds from the task's action space (or [-1, 1] when no task is known)."""
-    if task is None:
-        return Spec.from_dataset(dataset)
-    return Spec.from_dataset(dataset, *action_bounds(task))
 
 
 def nominal_evaluator(task: str, episodes: int, ref: tuple[float, float, str],
                       seed: int = 0) -> Callable[[Callable, int], dict[str, np.ndarray]]:
-    from drorl.evaluate import normalized_score, run_episodes
+    from drorl.evaluate import run_episodes
 
     def evaluate(policy: Callable, num_policies: int) -> dict[str, np.ndarray]:
         returns = run_episodes(policy, num_policies, task, [None], episodes, seed=seed)[:, 0, :]
@@ -64,7 +34,7 @@ def nominal_evaluator(task: str, episodes: int, ref: tuple[float, float, str],
 def run_training(algo_name: str, dataset_id: str, *, env: str | None, steps: int, seeds: tuple[int, ...],
                  out: Path | None, eval_every: int, eval_episodes: int, log_every: int,
                  checkpoint_every: int, overrides: dict[str, str], progress: bool = True) -> Path:
-    algo = algos.get(algo_name)
+    algo = algos.get(algo_name, "offline")
     config = config_with_overrides(algo.Config, overrides)
     dataset, name, _ = resolve(dataset_id, progress=progress)
     task = task_of(dataset, env, name)
@@ -95,8 +65,7 @@ def evaluate_run(run_dir: str | Path, sweep: str, *, episodes: int, env: str | N
     families = parse_families(sweep) if sweep else []
     ref_min, ref_max, source = reference_scores(record["dataset"].get("metadata", {}), task)
     result = evaluate_sweeps(policy_fn(algo, states), len(record["seeds"]), task, families, episodes,
-                             seed=seed, ref_min=ref_min, ref_max=ref_max, progress=progress)
-    result["reference"] = {"min": ref_min, "max": ref_max, "source": source}
+                             seed=seed, ref_min=ref_min, ref_max=ref_max, reference_source=source, progress=progress)
     result["algorithm"] = record["algorithm"]
     result["seeds"] = record["seeds"]
     write_eval_json(out or run_dir / "eval.json", result)
@@ -131,6 +100,7 @@ def off_policy_evaluation(run_dir: str | Path, dataset_id: str, *, steps: int, g
 
     from drorl.algos import dualdice
     from drorl.evaluate import run_episodes_one_env
+    from drorl.ope import estimate_policy_value
 
     algo, record, states = load_states(Path(run_dir))
     if not 0 <= seed_index < len(record["seeds"]):
@@ -139,7 +109,7 @@ def off_policy_evaluation(run_dir: str | Path, dataset_id: str, *, steps: int, g
     dataset, name, _ = resolve(dataset_id, progress=progress)
     task = record.get("env")
     config = dualdice.Config(gamma=gamma)
-    value, _ = dualdice.estimate_policy_value(dataset, lambda obs, key: algo.act(state, obs, key, True), config,
+    value, _ = estimate_policy_value(dataset, lambda obs, key: algo.act(state, obs, key, True), config,
                                               steps=steps, spec=spec_for(dataset, task), progress=progress)
     result: dict[str, Any] = {"run": str(run_dir), "dataset": name, "gamma": gamma, "dualdice_value": value}
     if rollouts > 0:

@@ -9,6 +9,7 @@ directory resumes from its latest checkpoint and ends with the same numbers as a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from pathlib import Path
@@ -27,37 +28,46 @@ from drorl.data.sampling import device_arrays, uniform_batch
 from drorl.errors import DrorlError
 from drorl.io_utils import atomic_path, write_json_atomic
 from drorl.progress import progress_bar
+from drorl.scores import spec_for, task_of
 
 
 device_data = device_arrays
 sample_batch = uniform_batch
 
 
-def batch_sampler(algo: ModuleType, batch_size: int) -> Callable:
-    """``(data, state, key) -> batch``: the algorithm's own ``sample`` when it has one, else uniform rows."""
+def batch_sampler(algo: ModuleType) -> Callable:
+    """``(data, state, key) -> batch``: the algorithm's own ``sample`` when it has one, else uniform rows,
+    ``state.config.batch_size`` of them."""
     own = getattr(algo, "sample", None)
     if own is not None:
         return own
-    return lambda data, state, key: uniform_batch(data, key, batch_size)
+    return lambda data, state, key: uniform_batch(data, key, state.config.batch_size)
 
 
-def make_train_chunk(algo: ModuleType, batch_size: int, num_updates: int) -> Callable:
+def scan_updates(algo: ModuleType, sample: Callable, state: Any, rng: jax.Array, data: Any, num_updates: int
+                 ) -> tuple[Any, jax.Array, dict]:
+    """The one scan body of every loop: ``num_updates`` times split the key, draw
+    ``sample(data, state, key)`` and apply ``algo.update``; metrics are averaged over the updates."""
+
+    def body(carry, _):
+        state, rng = carry
+        rng, k_batch, k_update = jax.random.split(rng, 3)
+        state, metrics = algo.update(state, sample(data, state, k_batch), k_update)
+        return (state, rng), metrics
+
+    (state, rng), metrics = jax.lax.scan(body, (state, rng), None, length=num_updates)
+    return state, rng, jax.tree_util.tree_map(jnp.mean, metrics)
+
+
+def make_train_chunk(algo: ModuleType, num_updates: int) -> Callable:
     """A compiled ``(states, rngs, data) -> (states, rngs, metrics)`` doing ``num_updates`` steps per seed.
 
     ``states`` and ``rngs`` carry a leading seed axis; metrics are averaged over the chunk.
     """
-
-    sample = batch_sampler(algo, batch_size)
+    sample = batch_sampler(algo)
 
     def one_seed(state, rng, data):
-        def body(carry, _):
-            state, rng = carry
-            rng, k_batch, k_update = jax.random.split(rng, 3)
-            state, metrics = algo.update(state, sample(data, state, k_batch), k_update)
-            return (state, rng), metrics
-
-        (state, rng), metrics = jax.lax.scan(body, (state, rng), None, length=num_updates)
-        return state, rng, jax.tree_util.tree_map(jnp.mean, metrics)
+        return scan_updates(algo, sample, state, rng, data, num_updates)
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, None)), donate_argnums=(0, 1))
 
@@ -70,10 +80,21 @@ def init_states(algo: ModuleType, config: Any, spec: Spec, seeds: list[int]) -> 
     return states, train_keys
 
 
-def policy_fn(algo: ModuleType, states: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """Batched deterministic policy for evaluation: obs [S, N, obs_dim] -> actions [S, N, act_dim]."""
-    acting = jax.jit(jax.vmap(lambda st, obs: algo.act(st, obs, jax.random.PRNGKey(0), True)))
-    return lambda obs: np.asarray(acting(states, jnp.asarray(obs, jnp.float32)))
+def policy_fn(algo: ModuleType, states: Any, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """Batched deterministic policy for evaluation: obs [S, N, obs_dim] -> actions [S, N, act_dim].
+
+    Each call and each of the S policies gets its own key (``seed``, the call's index and the policy's
+    index folded in), for algorithms whose "deterministic" acting still samples (BCQ's candidates).
+    """
+    acting = jax.jit(jax.vmap(lambda st, obs, key: algo.act(st, obs, key, True)))
+    num_policies = jax.tree_util.tree_leaves(states)[0].shape[0]
+    calls = itertools.count()
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), next(calls)), num_policies)
+        return np.asarray(acting(states, jnp.asarray(obs, jnp.float32), keys))
+
+    return act
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +123,8 @@ def _run_record(algo_name: str, config: Any, spec: Spec, settings: RunSettings, 
         "updates_per_call": settings.updates_per_call,
         "checkpoint_every": settings.checkpoint_every,
         "spec": {"obs_dim": spec.obs_dim, "act_dim": spec.act_dim,
-                 "action_low": spec.action_low.tolist(), "action_high": spec.action_high.tolist()},
+                 "action_low": spec.action_low.tolist(), "action_high": spec.action_high.tolist(),
+                 "task": spec.task, "num_actions": spec.num_actions},
         "drorl_version": drorl.__version__,
     }
 
@@ -143,9 +165,9 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
     ``evaluator(policy_fn, num_policies) -> {metric: [value per seed]}`` runs every
     ``settings.eval_every`` steps when given. Returns the final stacked states and the run directory.
     """
-    algo = algos.get(algo_name)
+    algo = algos.get(algo_name, "offline")
     config = config if config is not None else algo.Config()
-    spec = spec if spec is not None else Spec.from_dataset(dataset)
+    spec = spec if spec is not None else spec_for(dataset, task_of(dataset, settings.env))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = _run_record(algo_name, config, spec, settings, dataset, dataset_id)
@@ -175,7 +197,7 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
         for end in _chunk_boundaries(step, settings.steps, per_call):
             n = end - step
             if n not in chunk_fns:
-                chunk_fns[n] = make_train_chunk(algo, config.batch_size, n)
+                chunk_fns[n] = make_train_chunk(algo, n)
             t0 = time.perf_counter()
             states, rngs, metrics = chunk_fns[n](states, rngs, data)
             metrics = jax.device_get(metrics)
@@ -205,11 +227,11 @@ def load_states(run_dir: str | Path) -> tuple[ModuleType, dict[str, Any], Any]:
         raise DrorlError(f"{run_dir}: not a run directory (no config.json)")
     record = json.loads(config_path.read_text())
     algo = algos.get(record["algorithm"])
-    config = config_from_dict(algo.Config, record["config"])
+    config = config_from_dict(algo.Config, record["config"], source=str(config_path))
     s = record["spec"]
     dummy = Spec(s["obs_dim"], s["act_dim"], np.asarray(s["action_low"], np.float32),
                  np.asarray(s["action_high"], np.float32), np.zeros(s["obs_dim"], np.float32),
-                 np.ones(s["obs_dim"], np.float32))
+                 np.ones(s["obs_dim"], np.float32), s.get("task"), s.get("num_actions"))
     states, rngs = init_states(algo, config, dummy, record["seeds"])
     latest = checkpoint.latest(run_dir / "checkpoints")
     if latest is None:

@@ -23,13 +23,13 @@ def _spec_and_batch(time_steps):
 def _updated_params(config, spec, batch):
     state = bc.init(config, spec, jax.random.PRNGKey(0))
     state, metrics = bc.update(state, batch, jax.random.PRNGKey(1))
-    return jax.tree_util.tree_leaves(state.params), metrics
+    return jax.tree_util.tree_leaves(state.policy.params), metrics
 
 
 def test_time_discount_one_is_plain_bc():
     spec, batch = _spec_and_batch(np.arange(32) * 7)
-    plain, plain_metrics = _updated_params(bc.Config(hidden_dims=(16,)), spec, batch)
-    flat, flat_metrics = _updated_params(bc.Config(hidden_dims=(16,), time_discount=1.0), spec, batch)
+    plain, plain_metrics = _updated_params(bc.Config(policy=bc.PolicyConfig(hidden_dims=(16,))), spec, batch)
+    flat, flat_metrics = _updated_params(bc.Config(policy=bc.PolicyConfig(hidden_dims=(16,)), time_discount=1.0), spec, batch)
     np.testing.assert_allclose(float(flat_metrics["loss"]), float(plain_metrics["loss"]), rtol=1e-6)
     for a, b in zip(plain, flat):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -41,8 +41,8 @@ def test_time_discount_ignores_late_transitions():
     steps = np.concatenate([np.zeros(16), np.full(16, 200.0)])
     spec, batch = _spec_and_batch(steps)
     early = {k: v[:16] for k, v in batch.items()}
-    weighted, metrics = _updated_params(bc.Config(hidden_dims=(16,), time_discount=0.5), spec, batch)
-    plain, early_metrics = _updated_params(bc.Config(hidden_dims=(16,)), spec, early)
+    weighted, metrics = _updated_params(bc.Config(policy=bc.PolicyConfig(hidden_dims=(16,)), time_discount=0.5), spec, batch)
+    plain, early_metrics = _updated_params(bc.Config(policy=bc.PolicyConfig(hidden_dims=(16,))), spec, early)
     np.testing.assert_allclose(float(metrics["loss"]), float(early_metrics["loss"]), rtol=1e-6)
     for a, b in zip(weighted, plain):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -16,10 +16,13 @@ def test_robust_il_smoke_writes_report_and_plot(tmp_path):
     text = report.read_text()
     for label in ("BC", "DR-BC", "BE-DROIL"):
         assert f"| {label} |" in text
-    # the comparison rows: BE-DROIL minus BC and minus DR-BC, a verdict per column
+    # the comparison rows: BE-DROIL minus BC and minus DR-BC, a raw and a Holm-adjusted verdict per column
     comparisons = [line for line in text.splitlines() if line.startswith(("| BC | ", "| DR-BC | ")) and "(" in line]
-    assert len(comparisons) == 2 and all(line.count("(ties)") + line.count("(beats)") + line.count("(loses)") == 3
+    raw = ("(ties;", "(beats;", "(loses;")
+    adjusted = ("Holm: ties)", "Holm: beats)", "Holm: loses)")
+    assert len(comparisons) == 2 and all(sum(map(line.count, raw)) == sum(map(line.count, adjusted)) == 3
                                          for line in comparisons)
+    assert "Holm's correction over all 6 comparisons" in text
     assert (tmp_path / "bench" / "inverted-pendulum.png").read_bytes()[:4] == b"\x89PNG"
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert len(results["inverted-pendulum/BE-DROIL"]["nominal"]) == 2  # one score per seed
@@ -76,3 +79,32 @@ def test_restrict_tasks_keeps_profile_order_and_names_what_is_missing():
     assert "halfcheetah, ant" in missing_tasks_note(part, full)[0]
     with pytest.raises(DrorlError, match="--tasks cartpole"):
         restrict_tasks(full, ["cartpole"])
+
+
+def test_holm_rejections_by_hand():
+    from drorl.benchmarks.common import holm_rejections
+
+    # sorted 0.005 <= 0.05/4, 0.01 <= 0.05/3, 0.03 > 0.05/2: stop there (0.04 is not tested)
+    assert holm_rejections([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert holm_rejections([0.2, 0.01]) == [False, True]
+    assert holm_rejections([0.03, 0.04]) == [False, False]  # 0.03 > 0.05/2
+    assert holm_rejections([0.02, 0.04]) == [True, True]  # 0.02 <= 0.025, then 0.04 <= 0.05
+
+
+def test_welch_p_value_by_hand_and_holm_verdicts():
+    import numpy as np
+    from scipy import stats
+
+    from drorl.benchmarks.common import Difference, holm_verdicts, welch_p_value
+
+    a, b = [1.0, 2.0, 4.0, 3.5], [0.0, 0.5, 1.0, 0.2, 0.1]
+    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 5
+    t = (np.mean(a) - np.mean(b)) / np.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 4)
+    assert welch_p_value(a, b) == pytest.approx(2 * stats.t.sf(abs(t), dof), rel=1e-10)
+    clear = Difference.of([10.0, 10.1, 9.9], [0.0, 0.1, -0.1])
+    marginal = Difference.of([1.0, 2.0, 3.0], [-1.0, -0.8, -0.5])
+    assert clear.verdict == "helps" and marginal.verdict == "helps" and 0.01 < marginal.p_value < 0.05
+    # alone the marginal call stands; among ten comparisons Holm turns it into a tie, the clear one stays
+    assert holm_verdicts([marginal]) == ["helps"]
+    assert holm_verdicts([clear] + [marginal] * 9)[:2] == ["helps", "ties"]

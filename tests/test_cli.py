@@ -110,11 +110,12 @@ def test_train_evaluate_plot(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     code, _, err = run_cli(monkeypatch, capsys, "train", "bc", "--dataset", str(data), "--steps", "200",
                            "--seeds", "0,1", "--out", str(run), "--log-every", "100", "--eval-every", "200",
-                           "--eval-episodes", "1", "--set", "hidden_dims=32,32", "--set", "lr=1e-3", "--quiet")
+                           "--eval-episodes", "1", "--set", "policy.hidden_dims=32,32", "--set", "policy.lr=1e-3",
+                           "--quiet")
     assert code == 0, err
     config = json.loads((run / "config.json").read_text())
-    assert config["algorithm"] == "bc" and config["config"]["hidden_dims"] == [32, 32]
-    assert config["config"]["lr"] == 1e-3 and config["seeds"] == [0, 1] and len(config["dataset"]["hash"]) == 64
+    assert config["algorithm"] == "bc" and config["config"]["policy"]["hidden_dims"] == [32, 32]
+    assert config["config"]["policy"]["lr"] == 1e-3 and config["seeds"] == [0, 1] and len(config["dataset"]["hash"]) == 64
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert {(x["step"], x["seed"]) for x in lines} == {(100, 0), (100, 1), (200, 0), (200, 1)}
     assert all("eval/return" in x for x in lines if x["step"] == 200)

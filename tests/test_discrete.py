@@ -23,7 +23,7 @@ def test_double_q_target_by_hand():
 def test_dqn_fits_a_bandit():
     """gamma = 0: Q(s, a) converges to the reward of each action; the greedy action is the best one."""
     spec = Spec(2, 1, np.zeros(1, np.float32), np.ones(1, np.float32), np.zeros(2, np.float32),
-                np.ones(2, np.float32))
+                np.ones(2, np.float32), num_actions=2)
     config = dqn.Config(hidden_dims=(16,), gamma=0.0, lr=1e-2)
     state = dqn.init(config, spec, jax.random.PRNGKey(0))
     actions = jnp.array([[0.0], [1.0]] * 8)
@@ -32,7 +32,7 @@ def test_dqn_fits_a_bandit():
     step = jax.jit(dqn.update)
     for i in range(300):
         state, _ = step(state, batch, jax.random.PRNGKey(i))
-    q = dqn.q_network(config, 2).apply(state.params, jnp.ones((1, 2)))[0]
+    q = dqn.q_network(config, 2).apply(state.q.params, jnp.ones((1, 2)))[0]
     np.testing.assert_allclose(q, [-1.0, 1.0], atol=0.05)
     assert float(dqn.act(state, jnp.ones((1, 2)), jax.random.PRNGKey(0))[0, 0]) == 1.0
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from drorl.algos import drbc
+from drorl.algos import bc, drbc
 from drorl.algos.base import Spec
 
 
@@ -29,7 +29,7 @@ def test_original_variant_uses_the_dual_value_and_fewer_samples():
              "actions": jnp.asarray(rng.uniform(-1, 1, (64, 2)), jnp.float32)}
     metrics = {}
     for variant in ("argmin", "original"):
-        config = drbc.Config(hidden_dims=(16,), rho=0.3, eta=variant)
+        config = drbc.Config(policy=bc.PolicyConfig(hidden_dims=(16,)), rho=0.3, eta=variant)
         state = drbc.init(config, spec, jax.random.PRNGKey(0))
         _, metrics[variant] = drbc.update(state, batch, jax.random.PRNGKey(0))
     # with eta the 0.3-quantile, 70 % of the samples lie above it; the dual value is higher: fewer do

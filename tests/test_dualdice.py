@@ -7,6 +7,7 @@ import pytest
 from scipy.optimize import minimize
 
 from drorl.algos import dualdice
+from drorl.ope import estimate_policy_value
 from drorl.algos.base import Spec
 
 
@@ -154,6 +155,6 @@ def test_estimate_policy_value_from_trajectories():
     spec = Spec(S, A, np.zeros(A, np.float32), np.ones(A, np.float32), np.zeros(S, np.float32),
                 np.ones(S, np.float32))
     config = dualdice.Config(nu_lr=1e-3, zeta_lr=1e-3, gamma=m["gamma"])
-    value, state = dualdice.estimate_policy_value(dataset, target_policy, config, steps=15000, spec=spec)
+    value, state = estimate_policy_value(dataset, target_policy, config, steps=15000, spec=spec)
     assert value == pytest.approx(m["value"], rel=0.05)
     assert int(state.step) == 15000

@@ -2,14 +2,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drorl.algos import bcq, ovr
+from drorl.algos import bcq, dualdice, ovr
 from drorl.algos.base import Spec
 
 
 def _setup(**overrides):
     spec = Spec(4, 2, -np.ones(2, np.float32), np.ones(2, np.float32), np.zeros(4, np.float32),
                 np.ones(4, np.float32))
-    config = ovr.Config(vae_hidden_dims=(16, 16), hidden_dims=(16, 16), dice_hidden_dims=(8,), **overrides)
+    config = ovr.Config(base=bcq.Config(vae_hidden_dims=(16, 16), hidden_dims=(16, 16)),
+                        ratio=ovr.RatioConfig(hidden_dims=(8,)), **overrides)
     rng = np.random.default_rng(0)
     batch = {"observations": rng.normal(size=(32, 4)), "actions": rng.uniform(-1, 1, (32, 2)),
              "rewards": rng.normal(size=32), "next_observations": rng.normal(size=(32, 4)),
@@ -22,7 +23,7 @@ def test_lambda_zero_is_exactly_bcq():
     config, state, batch = _setup(variance_lambda=0.0)
     key = jax.random.PRNGKey(7)
     new, _ = ovr.update(state, batch, key)
-    plain, _ = bcq.update(state.base, {**batch, "augmented_rewards": batch["rewards"]}, ovr.base_update_key(key))
+    plain, _ = bcq.update(state.base, batch, ovr.base_update_key(key), rewards=batch["rewards"])
     for x, y in zip(jax.tree_util.tree_leaves(new.base), jax.tree_util.tree_leaves(plain)):
         np.testing.assert_array_equal(x, y)
 
@@ -44,8 +45,27 @@ def test_ratios_are_clipped_and_self_normalised():
     np.testing.assert_allclose(w, np.array([0.0, 0.5, 1.5, 10.0]) / 3.0, rtol=1e-6)
 
 
-def test_importance_weighting_ablation_runs_and_weights_the_critic():
+def test_importance_weighting_ablation_weights_the_critic_by_the_ratios():
+    """The I.W. ablation's BCQ step equals BCQ's with the critic loss weighted by the processed DualDICE
+    ratios (computed after the ratio step) and the plain rewards; without the weights it differs."""
     config, state, batch = _setup(importance_weighting=True)
-    new, metrics = ovr.update(state, batch, jax.random.PRNGKey(1))
-    assert np.isfinite(float(metrics["critic_loss"]))
+    # a ratio network away from its initialisation (whose ratios clip to 0 everywhere)
+    leaves, treedef = jax.tree_util.tree_flatten(state.dice.zeta.params)
+    keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+    moved = [x + 0.5 + 0.5 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+    state = state.replace(dice=state.dice.replace(zeta=state.dice.zeta.replace(
+        params=jax.tree_util.tree_unflatten(treedef, moved))))
+    key = jax.random.PRNGKey(1)
+    new, metrics = ovr.update(state, batch, key)
+    k_dice, k_base = jax.random.split(key)
+    dice, _ = dualdice.update_for_policy(state.dice, batch, k_dice, lambda obs, k: bcq.act(state.base, obs, k))
+    ratios = ovr.processed_ratios(dualdice.ratio(dice, batch["observations"], batch["actions"]),
+                                  config.ratio.max_ratio, config.ratio.self_normalise)
+    assert float(jnp.std(ratios)) > 1e-3  # the weights are not all equal, so they can matter
+    weighted, _ = bcq.update(state.base, batch, k_base, critic_weights=ratios)
+    unweighted, _ = bcq.update(state.base, batch, k_base)
+    for x, y in zip(jax.tree_util.tree_leaves(new.base.critic), jax.tree_util.tree_leaves(weighted.critic)):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(new.base.critic),
+                                                           jax.tree_util.tree_leaves(unweighted.critic)))
     assert float(metrics["augmented_reward_mean"]) == float(jnp.mean(batch["rewards"]))

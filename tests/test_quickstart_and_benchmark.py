@@ -15,7 +15,7 @@ def test_quickstart_in_miniature(tmp_path, capsys):
 
 
 def test_throughput_benchmark_smoke(tmp_path):
-    from benchmarks.throughput import main
+    from tools.throughput import main
 
     result = main(["--smoke", "--out", str(tmp_path / "t.json")])
     row = result["algorithms"][0]

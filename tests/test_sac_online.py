@@ -43,7 +43,7 @@ def test_critic_regresses_to_the_soft_bellman_target():
     step = jax.jit(sac.update)
     for i in range(400):
         state, metrics = step(state, batch, jax.random.PRNGKey(i))
-    q = sac.CriticEnsemble((32, 32)).apply(state.critic, batch["observations"], batch["actions"])
+    q = sac.CriticEnsemble((32, 32)).apply(state.critic.params, batch["observations"], batch["actions"])
     np.testing.assert_allclose(q, np.broadcast_to(batch["rewards"], q.shape), atol=0.05)
     assert metrics["temperature"] < config.init_temperature  # entropy above target: alpha falls
 
@@ -54,7 +54,7 @@ def test_target_critic_is_polyak_average():
     batch = {"observations": jnp.ones((4, 3)), "actions": jnp.zeros((4, 2)), "rewards": jnp.ones(4),
              "next_observations": jnp.ones((4, 3)), "terminals": jnp.zeros(4)}
     new, _ = sac.update(state, batch, jax.random.PRNGKey(1))
-    expected = jax.tree_util.tree_map(lambda c, t: 0.1 * c + 0.9 * t, new.critic, state.target_critic)
+    expected = jax.tree_util.tree_map(lambda c, t: 0.1 * c + 0.9 * t, new.critic.params, state.target_critic)
     for x, y in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(new.target_critic)):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 

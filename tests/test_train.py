@@ -33,13 +33,13 @@ def test_same_seed_same_numbers(tmp_path, small_dataset):
     settings = RunSettings(steps=300, seeds=(0, 1), updates_per_call=100)
     s1, _ = train("bc", small_dataset, tmp_path / "a", settings, progress=False)
     s2, _ = train("bc", small_dataset, tmp_path / "b", settings, progress=False)
-    _assert_trees_equal(s1.params, s2.params)
+    _assert_trees_equal(s1.policy.params, s2.policy.params)
     m1 = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     m2 = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]  # noqa: E731
     assert strip(m1) == strip(m2) and len(m1) == 6
     # different seeds under vmap are different runs
-    assert not np.array_equal(_leaves(s1.params)[0][0], _leaves(s1.params)[0][1])
+    assert not np.array_equal(_leaves(s1.policy.params)[0][0], _leaves(s1.policy.params)[0][1])
 
 
 def test_resume_equals_uninterrupted(tmp_path, small_dataset):
@@ -64,9 +64,9 @@ def test_resume_refuses_a_different_run(tmp_path, small_dataset):
     with pytest.raises(DrorlError, match="different .seeds."):
         train("bc", small_dataset, tmp_path / "r", RunSettings(steps=100, seeds=(1,), updates_per_call=100),
               progress=False)
-    with pytest.raises(DrorlError, match="different 'config' .lr: 0.0001 there, 0.001 here."):
+    with pytest.raises(DrorlError, match="different 'config' .policy.lr: 0.0001 there, 0.001 here."):
         train("bc", small_dataset, tmp_path / "r", RunSettings(steps=100, seeds=(0,), updates_per_call=100),
-              config=bc.Config(lr=1e-3), progress=False)
+              config=bc.Config(policy=bc.PolicyConfig(lr=1e-3)), progress=False)
 
 
 def test_resume_accepts_a_run_from_before_a_config_field_existed(tmp_path, small_dataset):
@@ -77,19 +77,19 @@ def test_resume_accepts_a_run_from_before_a_config_field_existed(tmp_path, small
     train("bc", small_dataset, tmp_path / "r", settings, progress=False)
     path = tmp_path / "r" / "config.json"
     record = json.loads(path.read_text())
-    del record["config"]["lr_decay"]  # as written by a version without the field
+    del record["config"]["policy"]["lr_decay"]  # as written by a version without the field
     path.write_text(json.dumps(record))
     train("bc", small_dataset, tmp_path / "r", dataclasses.replace(settings, steps=200), progress=False)
-    assert json.loads(path.read_text())["config"]["lr_decay"] == bc.Config().lr_decay
-    record["config"]["lr_decay"] = 0.5  # but not a run that used another value
+    assert json.loads(path.read_text())["config"]["policy"]["lr_decay"] == bc.PolicyConfig().lr_decay
+    record["config"]["policy"]["lr_decay"] = 0.5  # but not a run that used another value
     path.write_text(json.dumps(record))
-    with pytest.raises(DrorlError, match="lr_decay: 0.5 there, 0.9 here"):
+    with pytest.raises(DrorlError, match="policy.lr_decay: 0.5 there, 0.9 here"):
         train("bc", small_dataset, tmp_path / "r", dataclasses.replace(settings, steps=300), progress=False)
 
 
 def test_checkpoint_round_trip_and_keep(tmp_path, small_dataset):
     spec = Spec.from_dataset(small_dataset)
-    states, rngs = init_states(bc, bc.Config(hidden_dims=(8,)), spec, [3, 4])
+    states, rngs = init_states(bc, bc.Config(policy=bc.PolicyConfig(hidden_dims=(8,))), spec, [3, 4])
     for step in (1, 2, 3):
         checkpoint.save(tmp_path, step, (states, rngs), keep=2)
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step_000000002.msgpack",
@@ -103,7 +103,7 @@ def test_checkpoint_round_trip_and_keep(tmp_path, small_dataset):
 def test_bc_learns_a_known_mapping(tmp_path):
     """Actions are tanh(0.5 s W): BC's deterministic policy fits them to small error."""
     ds = Dataset.from_arrays(make_arrays(n=2000, obs_dim=4, act_dim=2))
-    config = bc.Config(lr=1e-3, lr_decay=1.0)
+    config = bc.Config(policy=bc.PolicyConfig(lr=1e-3, lr_decay=1.0))
     states, run = train("bc", ds, tmp_path / "bc", RunSettings(steps=1500, seeds=(0,), updates_per_call=500),
                         config=config, progress=False)
     first, last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][::2]
@@ -116,7 +116,7 @@ def test_bc_learns_a_known_mapping(tmp_path):
 
 def test_gaussian_bc_runs_and_nll_decreases(tmp_path):
     ds = Dataset.from_arrays(make_arrays(n=1000, obs_dim=4, act_dim=2))
-    config = bc.Config(policy="gaussian", lr=1e-3, lr_decay=1.0, hidden_dims=(64, 64))
+    config = bc.Config(policy=bc.PolicyConfig(distribution="gaussian", lr=1e-3, lr_decay=1.0, hidden_dims=(64, 64)))
     _, run = train("bc", ds, tmp_path / "g", RunSettings(steps=1000, seeds=(0,), updates_per_call=250),
                    config=config, progress=False)
     losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -132,7 +132,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     data = write_hdf5(Dataset.from_arrays(make_arrays(n=2000), metadata={"env": "inverted-pendulum"}),
                       tmp_path / "ip.hdf5")
     args = ["train", "bc", "--dataset", str(data), "--steps", "3000", "--seeds", "0,1", "--log-every", "100",
-            "--checkpoint-every", "500", "--quiet", "--set", "hidden_dims=64,64"]
+            "--checkpoint-every", "500", "--quiet", "--set", "policy.hidden_dims=64,64"]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     subprocess.run(_cli(*args, "--out", str(tmp_path / "ref")), check=True, env=env, capture_output=True)
 

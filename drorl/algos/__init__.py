@@ -1,30 +1,65 @@
-"""Algorithm registry: names used by the CLI, sweeps and tests, mapped to algorithm modules."""
+"""Algorithm registry: names used by the CLI, sweeps and tests, mapped to algorithm modules.
+
+Each entry records the module, its kind (``offline``: trained from a dataset by ``drorl train``;
+``online``: trained by interacting, ``drorl train-online``; ``estimator``: fitted from data for another
+policy, no ``act``), the action spaces it handles and a one-line summary. Adding an algorithm is a new
+module plus a line here (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from types import ModuleType
+from typing import Literal
 
 from drorl.errors import DrorlError
 
-_MODULES = {
-    "bc": "drorl.algos.bc",
-    "be-droil": "drorl.algos.be_droil",
-    "bcq": "drorl.algos.bcq",
-    "bcq-ovr": "drorl.algos.ovr",
-    "drbc": "drorl.algos.drbc",
-    "sac": "drorl.algos.sac",
-    "dqn": "drorl.algos.dqn",
+Kind = Literal["offline", "online", "estimator"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    module: str
+    kind: Kind
+    action_spaces: tuple[str, ...]
+    summary: str
+
+
+REGISTRY: dict[str, Entry] = {
+    "bc": Entry("drorl.algos.bc", "offline", ("continuous",), "behaviour cloning"),
+    "drbc": Entry("drorl.algos.drbc", "offline", ("continuous",), "distributionally robust BC (TV ball)"),
+    "be-droil": Entry("drorl.algos.be_droil", "offline", ("continuous",),
+                      "robust imitation over an f-divergence ball of occupancies (balance equation)"),
+    "bcq": Entry("drorl.algos.bcq", "offline", ("continuous",), "batch-constrained deep Q-learning"),
+    "bcq-ovr": Entry("drorl.algos.ovr", "offline", ("continuous",), "BCQ with offline variance regularisation"),
+    "dualdice": Entry("drorl.algos.dualdice", "estimator", ("continuous",),
+                      "stationary-distribution ratios of a target policy (off-policy evaluation)"),
+    "sac": Entry("drorl.algos.sac", "online", ("continuous",), "soft actor-critic"),
+    "dqn": Entry("drorl.algos.dqn", "online", ("discrete",), "double DQN"),
 }
 
 
-def names() -> list[str]:
-    return sorted(_MODULES)
+def _key(name: str) -> str:
+    return name.lower().replace("_", "-")
 
 
-def get(name: str) -> ModuleType:
-    """The module implementing algorithm ``name`` (Config, init, update, act)."""
-    key = name.lower().replace("_", "-")
-    if key not in _MODULES:
+def names(kind: Kind | None = None) -> list[str]:
+    return sorted(n for n, e in REGISTRY.items() if kind is None or e.kind == kind)
+
+
+def entry(name: str) -> Entry:
+    if _key(name) not in REGISTRY:
         raise DrorlError(f"unknown algorithm {name!r}; expected one of {', '.join(names())}")
-    return importlib.import_module(_MODULES[key])
+    return REGISTRY[_key(name)]
+
+
+def get(name: str, kind: Kind | None = None) -> ModuleType:
+    """The module implementing algorithm ``name`` (Config, init, update, act); with ``kind``, refuse an
+    algorithm of another kind in one line."""
+    found = entry(name)
+    if kind is not None and found.kind != kind:
+        use = {"offline": "drorl train", "online": "drorl train-online", "estimator": "drorl ope"}[found.kind]
+        raise DrorlError(f"{_key(name)} is an {found.kind} algorithm, not {kind}; use {use} "
+                         f"(expected one of {', '.join(names(kind))})")
+    return importlib.import_module(found.module)

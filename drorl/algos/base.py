@@ -1,8 +1,9 @@
-"""What every algorithm shares: the problem spec, input/output scaling and config parsing.
+"""What every algorithm shares: the protocol, the problem spec, input/output scaling and configs.
 
-The protocol (architecture.md): a module per algorithm with a frozen ``Config`` dataclass and pure
-``init(config, spec, key) -> state``, ``update(state, batch, key) -> (state, metrics)`` and
-``act(state, obs, key, deterministic) -> action``.
+The protocol (``Algorithm``; docs/architecture.md): a module per algorithm with a frozen ``Config``
+dataclass (which may nest other configs) and pure ``init(config, spec, key) -> state``,
+``update(state, batch, key) -> (state, metrics)`` and ``act(state, obs, key, deterministic) -> action``;
+optionally ``sample(data, state, key) -> batch`` when it draws its own batches.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import flax.struct
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -21,9 +23,26 @@ from drorl.data.dataset import Dataset
 from drorl.errors import DrorlError
 
 
+@runtime_checkable
+class Algorithm(Protocol):
+    """What the training loops, the zoo and the contract test call. Estimators have no ``act``."""
+
+    Config: type
+
+    def init(self, config: Any, spec: "Spec", key: jax.Array) -> Any: ...
+
+    def update(self, state: Any, batch: dict[str, jax.Array], key: jax.Array) -> tuple[Any, dict]: ...
+
+    def act(self, state: Any, obs: jax.Array, key: jax.Array, deterministic: bool = True) -> jax.Array: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """Shapes, bounds and data statistics an algorithm is initialised with."""
+    """Shapes, bounds and data statistics an algorithm is initialised with.
+
+    ``task`` names the environment when known; ``num_actions`` is set for discrete tasks, whose actions
+    are one float column holding the action index (bounds 0 and num_actions - 1).
+    """
 
     obs_dim: int
     act_dim: int
@@ -31,10 +50,12 @@ class Spec:
     action_high: np.ndarray
     obs_mean: np.ndarray
     obs_std: np.ndarray
+    task: str | None = None
+    num_actions: int | None = None
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, action_low=None, action_high=None,
-                     standardize: bool = True) -> "Spec":
+    def from_dataset(cls, dataset: Dataset, action_low=None, action_high=None, standardize: bool = True,
+                     task: str | None = None, num_actions: int | None = None) -> "Spec":
         """Bounds default to [-1, 1] (the MuJoCo tasks); statistics come from the data."""
         low = -np.ones(dataset.act_dim, np.float32) if action_low is None else np.asarray(action_low, np.float32)
         high = np.ones(dataset.act_dim, np.float32) if action_high is None else np.asarray(action_high, np.float32)
@@ -42,7 +63,7 @@ class Spec:
             mean, std = dataset.observation_stats()
         else:
             mean, std = np.zeros(dataset.obs_dim, np.float32), np.ones(dataset.obs_dim, np.float32)
-        return cls(dataset.obs_dim, dataset.act_dim, low, high, mean, std)
+        return cls(dataset.obs_dim, dataset.act_dim, low, high, mean, std, task, num_actions)
 
 
 @flax.struct.dataclass
@@ -111,21 +132,67 @@ def _coerce(text: str, annotation: Any, key: str) -> Any:
     raise DrorlError(f"--set {key}={text}: cannot read {text!r} as {getattr(annotation, '__name__', annotation)}")
 
 
+def config_fields(config_cls: type, prefix: str = "") -> dict[str, Any]:
+    """Every settable option of a (possibly nested) config class: dotted name -> type annotation."""
+    hints = typing.get_type_hints(config_cls)
+    out = {}
+    for field in dataclasses.fields(config_cls):
+        annotation = hints[field.name]
+        if dataclasses.is_dataclass(annotation):
+            out.update(config_fields(annotation, f"{prefix}{field.name}."))
+        else:
+            out[f"{prefix}{field.name}"] = annotation
+    return out
+
+
+def _owner(config_cls: type) -> str:
+    return config_cls.__module__.split(".")[-1]
+
+
+def replace_config(config: Any, overrides: dict[str, Any], option: str = "--set") -> Any:
+    """``config`` with ``overrides`` applied; keys are dotted paths into nested configs (``policy.lr``)."""
+    known = config_fields(type(config))
+    grouped: dict[str, dict[str, Any]] = {}
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in known:
+            raise DrorlError(f"{option} {key}: unknown option of {_owner(type(config))}; "
+                             f"expected one of {', '.join(known)}")
+        head, _, rest = key.partition(".")
+        if rest:
+            grouped.setdefault(head, {})[rest] = value
+        else:
+            changes[key] = value
+    for head, sub in grouped.items():
+        changes[head] = replace_config(getattr(config, head), sub, option)
+    return dataclasses.replace(config, **changes)
+
+
 def config_with_overrides(config_cls: type, overrides: dict[str, str]) -> Any:
     """Build ``config_cls`` from defaults and ``key=value`` strings, checking names and types."""
+    known = config_fields(config_cls)
+    for key in overrides:
+        if key not in known:
+            raise DrorlError(f"--set {key}: unknown option of {_owner(config_cls)}; expected one of {', '.join(known)}")
+    return replace_config(config_cls(), {key: _coerce(text, known[key], key) for key, text in overrides.items()})
+
+
+def config_from_dict(config_cls: type, values: dict[str, Any], source: str = "config") -> Any:
+    """Rebuild a config saved in config.json (nested configs as nested objects; tuples come back from
+    JSON as lists). Missing fields take their defaults; an unknown field is an error (a config written
+    by another version of drorl)."""
     hints = typing.get_type_hints(config_cls)
-    names = [f.name for f in dataclasses.fields(config_cls)]
-    values = {}
-    for key, text in overrides.items():
-        if key not in names:
-            raise DrorlError(f"--set {key}: unknown option of {config_cls.__module__.split('.')[-1]}; "
-                             f"expected one of {', '.join(names)}")
-        values[key] = _coerce(text, hints[key], key)
-    return config_cls(**values)
-
-
-def config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
-    """Rebuild a config saved in config.json (tuples come back from JSON as lists)."""
     names = {f.name for f in dataclasses.fields(config_cls)}
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise DrorlError(f"{source}: unknown option(s) {', '.join(unknown)} of {_owner(config_cls)} "
+                         f"(written by another drorl version?)")
+    kwargs = {}
+    for name, value in values.items():
+        if dataclasses.is_dataclass(hints[name]):
+            if not isinstance(value, dict):
+                raise DrorlError(f"{source}: option {name} of {_owner(config_cls)} should be a group of options")
+            kwargs[name] = config_from_dict(hints[name], value, source)
+        else:
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
     return config_cls(**kwargs)

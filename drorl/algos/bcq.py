@@ -9,8 +9,8 @@ n decoded-and-perturbed next actions,
 and acting picks the best of n perturbed decoded actions by Q1. Defaults are the paper's (VAE
 750-750 with latent 2|A|, actor and critics 400-300, Adam 1e-3, tau 0.005, batch 100, phi 0.05,
 lam 0.75, n 10). Actions are handled in the normalised box [-1, 1]^A (max_action = 1 there).
-``reward_key`` names the batch field used as reward, so OVR can train BCQ on its augmented reward;
-an optional ``critic_weights`` batch field weights the critic loss per sample (OVR's I.W. ablation).
+``update`` takes optional ``rewards`` (in place of the batch's: OVR's augmented reward) and
+``critic_weights`` (per-sample weights of the critic loss: OVR's I.W. ablation).
 """
 
 from __future__ import annotations
@@ -27,12 +27,28 @@ import optax
 from drorl.algos.base import Scaler, Spec
 from drorl.nn.critics import CriticEnsemble
 from drorl.nn.mlp import MLP
+from drorl.nn.train_state import TrainState, gradient_step
 from drorl.nn.vae import ConditionalVAE, vae_loss
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """BCQ hyper-parameters (defaults from the paper and its reference implementation)."""
+    """BCQ hyper-parameters (defaults from the paper and its reference implementation).
+
+    Attributes:
+        vae_hidden_dims: widths of the VAE's encoder and decoder.
+        hidden_dims: widths of the perturbation actor and of each critic.
+        lr: Adam learning rate of every network.
+        gamma: discount.
+        tau: Polyak rate of the target actor and critics.
+        batch_size: transitions per update.
+        phi: the perturbation's range [-phi, phi] (normalised actions).
+        lam: weight of the minimum in the soft clipped double-Q target.
+        num_samples: decoded actions per next state in the target.
+        act_samples: decoded actions per state when acting (the reference implementation acts with
+            100; 10 reproduces drorl's committed BCQ and OVR results).
+        kl_weight: weight of the VAE's KL term.
+    """
 
     vae_hidden_dims: tuple[int, ...] = (750, 750)
     hidden_dims: tuple[int, ...] = (400, 300)
@@ -43,8 +59,8 @@ class Config:
     phi: float = 0.05
     lam: float = 0.75
     num_samples: int = 10
+    act_samples: int = 10
     kl_weight: float = 0.5
-    reward_key: str = "rewards"
 
 
 class PerturbationActor(nn.Module):
@@ -62,13 +78,10 @@ class PerturbationActor(nn.Module):
 
 @flax.struct.dataclass
 class State:
-    vae: Any
-    vae_opt: Any
-    actor: Any
-    actor_opt: Any
+    vae: TrainState
+    actor: TrainState
     target_actor: Any
-    critic: Any
-    critic_opt: Any
+    critic: TrainState
     target_critic: Any
     scaler: Scaler
     step: jnp.ndarray
@@ -86,13 +99,13 @@ def init(config: Config, spec: Spec, key: jax.Array) -> State:
     vae_net, actor_net, critic_net = _networks(config, spec.act_dim)
     k_vae, k_sample, k_actor, k_critic = jax.random.split(key, 4)
     obs, act = jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim))
-    vae = vae_net.init(k_vae, obs, act, k_sample)
     actor = actor_net.init(k_actor, obs, act)
     critic = critic_net.init(k_critic, obs, act)
     adam = optax.adam(config.lr)
     copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # noqa: E731  own buffers: states are donated
-    return State(vae=vae, vae_opt=adam.init(vae), actor=actor, actor_opt=adam.init(actor), target_actor=copy(actor),
-                 critic=critic, critic_opt=adam.init(critic), target_critic=copy(critic),
+    return State(vae=TrainState.create(vae_net.init(k_vae, obs, act, k_sample), adam),
+                 actor=TrainState.create(actor, adam), target_actor=copy(actor),
+                 critic=TrainState.create(critic, adam), target_critic=copy(critic),
                  scaler=Scaler.from_spec(spec), step=jnp.zeros((), jnp.int32), config=config, act_dim=spec.act_dim)
 
 
@@ -108,68 +121,61 @@ def _candidates(vae_net, actor_net, vae, actor, obs: jnp.ndarray, n: int, key: j
     return repeated, actor_net.apply(actor, repeated, decoded)
 
 
-def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
+def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array, rewards: jnp.ndarray | None = None,
+           critic_weights: jnp.ndarray | None = None) -> tuple[State, dict]:
+    """One BCQ step; ``rewards`` replaces the batch's rewards in the target and ``critic_weights``
+    weights the critic loss per sample (both for OVR)."""
     config = state.config
     vae_net, actor_net, critic_net = _networks(config, state.act_dim)
-    adam = optax.adam(config.lr)
     obs = state.scaler.observation(batch["observations"])
     next_obs = state.scaler.observation(batch["next_observations"])
     actions = state.scaler.to_unit_action(batch["actions"])
+    rewards = batch["rewards"] if rewards is None else rewards
     k_vae, k_next, k_actor = jax.random.split(key, 3)
 
     def vae_objective(params):
         reconstruction, mean, log_std = vae_net.apply(params, obs, actions, k_vae)
         return vae_loss(reconstruction, actions, mean, log_std, config.kl_weight)
 
-    v_loss, v_grads = jax.value_and_grad(vae_objective)(state.vae)
-    v_updates, vae_opt = adam.update(v_grads, state.vae_opt, state.vae)
-    vae = optax.apply_updates(state.vae, v_updates)
+    vae, v_loss, _ = gradient_step(state.vae, vae_objective)
 
     n = config.num_samples
-    rep_next, next_actions = _candidates(vae_net, actor_net, vae, state.target_actor, next_obs, n, k_next)
+    rep_next, next_actions = _candidates(vae_net, actor_net, vae.params, state.target_actor, next_obs, n, k_next)
     next_q = critic_net.apply(state.target_critic, rep_next, next_actions).reshape(2, -1, n)
-    target = batch[config.reward_key] + config.gamma * (1.0 - batch["terminals"]) * soft_clipped_double_q(
-        next_q, config.lam)
+    target = rewards + config.gamma * (1.0 - batch["terminals"]) * soft_clipped_double_q(next_q, config.lam)
     target = jax.lax.stop_gradient(target)
-
-    # optional per-sample weights of the critic loss (OVR's importance-weighting ablation)
-    sample_weights = batch.get("critic_weights", jnp.ones_like(target))
+    sample_weights = jnp.ones_like(target) if critic_weights is None else critic_weights
 
     def critic_objective(params):
         q = critic_net.apply(params, obs, actions)
         return jnp.mean(sample_weights[None] * (q - target[None]) ** 2, axis=1).sum(), q
 
-    (c_loss, q), c_grads = jax.value_and_grad(critic_objective, has_aux=True)(state.critic)
-    c_updates, critic_opt = adam.update(c_grads, state.critic_opt, state.critic)
-    critic = optax.apply_updates(state.critic, c_updates)
-
-    sampled = jax.lax.stop_gradient(vae_net.apply(vae, obs, key=k_actor, method=ConditionalVAE.decode))
+    critic, (c_loss, q), _ = gradient_step(state.critic, critic_objective, has_aux=True)
+    sampled = jax.lax.stop_gradient(vae_net.apply(vae.params, obs, key=k_actor, method=ConditionalVAE.decode))
 
     def actor_objective(params):
-        return -jnp.mean(critic_net.apply(critic, obs, actor_net.apply(params, obs, sampled))[0])
+        return -jnp.mean(critic_net.apply(critic.params, obs, actor_net.apply(params, obs, sampled))[0])
 
-    a_loss, a_grads = jax.value_and_grad(actor_objective)(state.actor)
-    a_updates, actor_opt = adam.update(a_grads, state.actor_opt, state.actor)
-    actor = optax.apply_updates(state.actor, a_updates)
-
+    actor, a_loss, _ = gradient_step(state.actor, actor_objective)
     metrics = {"vae_loss": v_loss, "critic_loss": c_loss, "actor_loss": a_loss, "q_mean": jnp.mean(q),
                "target_mean": jnp.mean(target)}
     new_state = state.replace(
-        vae=vae, vae_opt=vae_opt, actor=actor, actor_opt=actor_opt, critic=critic, critic_opt=critic_opt,
-        target_actor=optax.incremental_update(actor, state.target_actor, config.tau),
-        target_critic=optax.incremental_update(critic, state.target_critic, config.tau), step=state.step + 1)
+        vae=vae, actor=actor, critic=critic,
+        target_actor=optax.incremental_update(actor.params, state.target_actor, config.tau),
+        target_critic=optax.incremental_update(critic.params, state.target_critic, config.tau), step=state.step + 1)
     return new_state, metrics
 
 
 def act(state: State, obs: jnp.ndarray, key: jax.Array, deterministic: bool = True) -> jnp.ndarray:
-    """The best of n decoded-and-perturbed actions by Q1 (BCQ acts this way in both modes)."""
+    """The best of ``act_samples`` perturbed decoded actions by Q1 (BCQ acts this way in both modes)."""
     del deterministic
     config = state.config
     vae_net, actor_net, critic_net = _networks(config, state.act_dim)
+    n = config.act_samples
     flat = obs.reshape(-1, obs.shape[-1])
     x = state.scaler.observation(flat)
-    repeated, candidates = _candidates(vae_net, actor_net, state.vae, state.actor, x, config.num_samples, key)
-    q1 = critic_net.apply(state.critic, repeated, candidates)[0].reshape(-1, config.num_samples)
-    best = jnp.take_along_axis(candidates.reshape(-1, config.num_samples, state.act_dim),
-                               jnp.argmax(q1, axis=1)[:, None, None], axis=1)[:, 0]
+    repeated, candidates = _candidates(vae_net, actor_net, state.vae.params, state.actor.params, x, n, key)
+    q1 = critic_net.apply(state.critic.params, repeated, candidates)[0].reshape(-1, n)
+    best = jnp.take_along_axis(candidates.reshape(-1, n, state.act_dim), jnp.argmax(q1, axis=1)[:, None, None],
+                               axis=1)[:, 0]
     return state.scaler.from_unit_action(best).reshape(obs.shape[:-1] + (state.act_dim,))

@@ -36,7 +36,7 @@ with a scalar multiplier lambda for E[w] = 1, w* = max(0, (f')^{-1}((l - lambda)
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Literal
 
 import flax.struct
 import jax
@@ -47,14 +47,17 @@ from drorl.algos import bc
 from drorl.algos.base import Scaler, Spec
 from drorl.data.sampling import discounted_batch, uniform_batch
 from drorl.nn.critics import Critic
+from drorl.nn.train_state import TrainState, gradient_step
 from drorl.robust.divergences import Divergence, get_divergence
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(bc.Config):
-    """BC's policy fields plus the robust dual's.
+class Config:
+    """BC's policy plus the robust dual's fields.
 
     Attributes:
+        policy: the policy network and its optimiser (BC's).
+        batch_size: transitions per update.
         rho: radius of the f-divergence ball (one value across tasks is the paper's claim).
         divergence: "softtv" (default), "kl" or "chi2".
         gamma: discount of the occupancy measure.
@@ -65,7 +68,7 @@ class Config(bc.Config):
         init_tau: initial tau.
         max_weight: cap on w* (SoftTV's inverse derivative diverges at y = 1/2).
         initial_states: the (s0, a0) of the initial-state term. "first": each trajectory's first pair
-            (the spec). "all": every dataset pair, i.e. the occupancy of restarts from the data. Why
+            (the spec). "all": every batch pair, i.e. the occupancy of restarts from the data. Why
             it mattered under ``occupancy="uniform"``: uniform samples of long trajectories are the
             expert's time-averaged occupancy; with "first", the balance equation on one trajectory of
             length T then admits only w_t = T (1 - g) g^t, with "all" only w_t = 1 - g^(t+1).
@@ -73,6 +76,8 @@ class Config(bc.Config):
             or "uniform" (rows uniformly: the time-averaged occupancy; the runs before this option).
     """
 
+    policy: bc.PolicyConfig = bc.PolicyConfig()
+    batch_size: int = 256
     rho: float = 0.3
     divergence: Literal["softtv", "kl", "chi2"] = "softtv"
     gamma: float = 0.99
@@ -88,12 +93,8 @@ class Config(bc.Config):
 
 @flax.struct.dataclass
 class State:
-    params: Any  # the policy's: the field name BC's act() reads
-    opt_state: Any
-    q_params: Any
-    q_opt_state: Any
-    dual_scalars: dict  # {"tau_raw", "lam"}: lam is the E[w] = 1 multiplier of the balance=False ablation
-    dual_opt_state: Any
+    policy: TrainState
+    dual: TrainState  # params {"q": Q's, "tau_raw": .., "lam": the E[w] = 1 multiplier of balance=False}
     scaler: Scaler
     step: jnp.ndarray
     config: Config = flax.struct.field(pytree_node=False)
@@ -108,21 +109,18 @@ def _inverse_softplus(x: float) -> jnp.ndarray:
     return jnp.log(jnp.expm1(jnp.asarray(x, jnp.float32)))
 
 
-def _dual_optimizers(config: Config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-    scalars = optax.multi_transform({"tau_raw": optax.adam(config.tau_lr), "lam": optax.adam(config.q_lr)},
-                                    {"tau_raw": "tau_raw", "lam": "lam"})
-    return optax.adam(config.q_lr), scalars
+def _dual_optimizer(config: Config) -> optax.GradientTransformation:
+    return optax.multi_transform({"q": optax.adam(config.q_lr), "tau_raw": optax.adam(config.tau_lr),
+                                  "lam": optax.adam(config.q_lr)}, {"q": "q", "tau_raw": "tau_raw", "lam": "lam"})
 
 
 def init(config: Config, spec: Spec, key: jax.Array) -> State:
     k_policy, k_q = jax.random.split(key)
-    policy = bc.init(config, spec, k_policy)
     q_params = Critic(config.q_hidden_dims).init(k_q, jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim)))
-    scalars = {"tau_raw": _inverse_softplus(config.init_tau), "lam": jnp.zeros((), jnp.float32)}
-    q_opt, scalar_opt = _dual_optimizers(config)
-    return State(params=policy.params, opt_state=policy.opt_state, q_params=q_params,
-                 q_opt_state=q_opt.init(q_params), dual_scalars=scalars, dual_opt_state=scalar_opt.init(scalars),
-                 scaler=policy.scaler, step=jnp.zeros((), jnp.int32), config=config, act_dim=spec.act_dim)
+    dual = {"q": q_params, "tau_raw": _inverse_softplus(config.init_tau), "lam": jnp.zeros((), jnp.float32)}
+    return State(policy=bc.init_policy(config.policy, spec, k_policy),
+                 dual=TrainState.create(dual, _dual_optimizer(config)), scaler=Scaler.from_spec(spec),
+                 step=jnp.zeros((), jnp.int32), config=config, act_dim=spec.act_dim)
 
 
 def balance_residual(loss: jnp.ndarray, q: jnp.ndarray, q_next: jnp.ndarray, continues: jnp.ndarray,
@@ -185,22 +183,22 @@ def next_pair(state: State, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray, jnp.
     return batch["next_observations"], next_actions, 1.0 - batch["terminals"]
 
 
-def residual_and_weights(state: State, q_params: Any, scalars: dict, batch: dict[str, jnp.ndarray],
+def residual_and_weights(state: State, dual: dict, batch: dict[str, jnp.ndarray],
                          losses: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """The residual e (Eq. 10; l - lambda without the balance equation) and w* (Prop. 1) of every
-    transition of ``batch``, for the dual variables (``q_params``, ``scalars``) and the per-sample
-    imitation losses ``losses`` (held fixed)."""
+    transition of ``batch``, for the dual variables ``dual`` ({"q", "tau_raw", "lam"}) and the
+    per-sample imitation losses ``losses`` (held fixed)."""
     config = state.config
     if config.balance:
         obs = state.scaler.observation(batch["observations"])
-        q = Critic(config.q_hidden_dims).apply(q_params, obs, state.scaler.to_unit_action(batch["actions"]))
+        q = Critic(config.q_hidden_dims).apply(dual["q"], obs, state.scaler.to_unit_action(batch["actions"]))
         next_obs, next_actions, continues = next_pair(state, batch)
-        q_next = Critic(config.q_hidden_dims).apply(q_params, state.scaler.observation(next_obs),
+        q_next = Critic(config.q_hidden_dims).apply(dual["q"], state.scaler.observation(next_obs),
                                                     state.scaler.to_unit_action(next_actions))
         residual = balance_residual(losses, q, q_next, continues, config.gamma)
     else:
-        residual = losses - scalars["lam"]
-    weights = worst_case_weights(residual, tau_of(scalars["tau_raw"]), get_divergence(config.divergence),
+        residual = losses - dual["lam"]
+    weights = worst_case_weights(residual, tau_of(dual["tau_raw"]), get_divergence(config.divergence),
                                  config.max_weight)
     return residual, weights
 
@@ -209,9 +207,9 @@ def current_weights(state: State, batch: dict[str, jnp.ndarray]) -> tuple[jnp.nd
     """(l, e, w*) of every transition of ``batch`` under ``state`` as it is: what the next policy step
     would weight by (diagnostics and tests)."""
     obs = state.scaler.observation(batch["observations"])
-    losses = bc.per_sample_imitation_loss(state.config, state.act_dim, state.params, obs,
+    losses = bc.per_sample_imitation_loss(state.config.policy, state.act_dim, state.policy.params, obs,
                                           state.scaler.to_unit_action(batch["actions"]))
-    return (losses, *residual_and_weights(state, state.q_params, state.dual_scalars, batch, losses))
+    return (losses, *residual_and_weights(state, state.dual.params, batch, losses))
 
 
 def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
@@ -226,50 +224,39 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
     else:
         init_obs = state.scaler.observation(batch["initial_observations"])
         init_actions = state.scaler.to_unit_action(batch["initial_actions"])
-    losses = jax.lax.stop_gradient(bc.per_sample_imitation_loss(config, state.act_dim, state.params, obs, actions))
+    losses = jax.lax.stop_gradient(
+        bc.per_sample_imitation_loss(config.policy, state.act_dim, state.policy.params, obs, actions))
 
-    def dual_loss_fn(q_params, scalars):
-        residual, weights = residual_and_weights(state, q_params, scalars, batch, losses)
-        tau = tau_of(scalars["tau_raw"])
+    def dual_loss_fn(dual):
+        residual, weights = residual_and_weights(state, dual, batch, losses)
+        tau = tau_of(dual["tau_raw"])
         if config.balance:
-            value = dual_objective(critic.apply(q_params, init_obs, init_actions), residual, weights, tau,
+            value = dual_objective(critic.apply(dual["q"], init_obs, init_actions), residual, weights, tau,
                                    config.rho, config.gamma, divergence)
         else:
-            value = normalised_dual_objective(losses, weights, scalars["lam"], tau, config.rho, divergence)
+            value = normalised_dual_objective(losses, weights, dual["lam"], tau, config.rho, divergence)
         return value, residual
 
-    (dual_loss, residual), (q_grads, scalar_grads) = jax.value_and_grad(
-        dual_loss_fn, argnums=(0, 1), has_aux=True)(state.q_params, state.dual_scalars)
-    q_opt, scalar_opt = _dual_optimizers(config)
-    q_updates, q_opt_state = q_opt.update(q_grads, state.q_opt_state, state.q_params)
-    q_params = optax.apply_updates(state.q_params, q_updates)
-    s_updates, dual_opt_state = scalar_opt.update(scalar_grads, state.dual_opt_state, state.dual_scalars)
-    scalars = optax.apply_updates(state.dual_scalars, s_updates)
-
-    _, weights = residual_and_weights(state, q_params, scalars, batch, losses)  # the policy sees the new dual
+    dual, (dual_loss, residual), _ = gradient_step(state.dual, dual_loss_fn, has_aux=True)
+    _, weights = residual_and_weights(state, dual.params, batch, losses)  # the policy sees the new dual
 
     def policy_loss_fn(params):
-        per_sample = bc.per_sample_imitation_loss(config, state.act_dim, params, obs, actions)
+        per_sample = bc.per_sample_imitation_loss(config.policy, state.act_dim, params, obs, actions)
         return weighted_imitation_loss(weights, per_sample)
 
-    policy_loss, grads = jax.value_and_grad(policy_loss_fn)(state.params)
-    updates, opt_state = bc.optimizer(config).update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-
+    policy, policy_loss, _ = gradient_step(state.policy, policy_loss_fn)
     total = jnp.sum(weights)
     metrics = {
         "dual_loss": dual_loss, "policy_loss": policy_loss, "bc_loss": jnp.mean(losses),
-        "tau": tau_of(scalars["tau_raw"]), "lambda": scalars["lam"],
-        "q_initial": jnp.mean(critic.apply(q_params, init_obs, init_actions)),
+        "tau": tau_of(dual.params["tau_raw"]), "lambda": dual.params["lam"],
+        "q_initial": jnp.mean(critic.apply(dual.params["q"], init_obs, init_actions)),
         "residual_mean": jnp.mean(residual), "residual_std": jnp.std(residual),
         "weight_mean": jnp.mean(weights), "weight_std": jnp.std(weights), "weight_max": jnp.max(weights),
         "weight_zero_fraction": jnp.mean(weights <= 0.0),
         "effective_sample_fraction": total**2 / jnp.maximum(jnp.sum(weights**2), 1e-12) / weights.shape[0],
         "weight_loss_correlation": _correlation(weights, losses),
     }
-    new_state = state.replace(params=params, opt_state=opt_state, q_params=q_params, q_opt_state=q_opt_state,
-                              dual_scalars=scalars, dual_opt_state=dual_opt_state, step=state.step + 1)
-    return new_state, metrics
+    return state.replace(policy=policy, dual=dual, step=state.step + 1), metrics
 
 
 def _correlation(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:

@@ -16,7 +16,9 @@ import jax.numpy as jnp
 import optax
 
 from drorl.algos.base import Scaler, Spec
+from drorl.errors import DrorlError
 from drorl.nn.mlp import MLP
+from drorl.nn.train_state import TrainState, gradient_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +49,8 @@ class Config:
 
 @flax.struct.dataclass
 class State:
-    params: Any
+    q: TrainState
     target_params: Any
-    opt_state: Any
     scaler: Scaler
     step: jnp.ndarray
     config: Config = flax.struct.field(pytree_node=False)
@@ -65,11 +66,12 @@ def optimizer(config: Config) -> optax.GradientTransformation:
 
 
 def init(config: Config, spec: Spec, key: jax.Array) -> State:
-    num_actions = int(spec.action_high[0]) + 1
-    params = q_network(config, num_actions).init(key, jnp.zeros((1, spec.obs_dim), jnp.float32))
-    return State(params=params, target_params=jax.tree_util.tree_map(jnp.copy, params),
-                 opt_state=optimizer(config).init(params), scaler=Scaler.from_spec(spec),
-                 step=jnp.zeros((), jnp.int32), config=config, num_actions=num_actions)
+    if spec.num_actions is None:
+        raise DrorlError("dqn: needs a discrete task (Spec.num_actions); this spec has continuous actions")
+    params = q_network(config, spec.num_actions).init(key, jnp.zeros((1, spec.obs_dim), jnp.float32))
+    return State(q=TrainState.create(params, optimizer(config)),
+                 target_params=jax.tree_util.tree_map(jnp.copy, params), scaler=Scaler.from_spec(spec),
+                 step=jnp.zeros((), jnp.int32), config=config, num_actions=spec.num_actions)
 
 
 def double_q_target(rewards: jnp.ndarray, terminals: jnp.ndarray, gamma: float, next_q_online: jnp.ndarray,
@@ -91,20 +93,26 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
     next_obs = state.scaler.observation(batch["next_observations"])
     actions = batch["actions"][:, 0].astype(jnp.int32)
     target = double_q_target(batch["rewards"], batch["terminals"], state.config.gamma,
-                             net.apply(state.params, next_obs), net.apply(state.target_params, next_obs))
+                             net.apply(state.q.params, next_obs), net.apply(state.target_params, next_obs))
 
     def loss_fn(params):
         q = net.apply(params, obs)
         q_taken = jnp.take_along_axis(q, actions[:, None], axis=-1)[:, 0]
         return td_loss(q_taken, target), q_taken
 
-    (loss, q_taken), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = optimizer(state.config).update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    target_params = optax.incremental_update(params, state.target_params, state.config.tau)
+    q, (loss, q_taken), _ = gradient_step(state.q, loss_fn, has_aux=True)
+    target_params = optax.incremental_update(q.params, state.target_params, state.config.tau)
     metrics = {"td_loss": loss, "q_mean": jnp.mean(q_taken), "epsilon": epsilon(state.config, state.step)}
-    return state.replace(params=params, target_params=target_params, opt_state=opt_state,
-                         step=state.step + 1), metrics
+    return state.replace(q=q, target_params=target_params, step=state.step + 1), metrics
+
+
+def policy_params(state: State) -> Any:
+    """The parameters that act (what the zoo ships)."""
+    return state.q.params
+
+
+def with_policy_params(state: State, params: Any) -> State:
+    return state.replace(q=state.q.replace(params=params))
 
 
 def epsilon(config: Config, step: jnp.ndarray) -> jnp.ndarray:
@@ -114,7 +122,7 @@ def epsilon(config: Config, step: jnp.ndarray) -> jnp.ndarray:
 
 def act(state: State, obs: jnp.ndarray, key: jax.Array, deterministic: bool = True) -> jnp.ndarray:
     """Greedy action (deterministic) or epsilon-greedy, as one float column [..., 1]."""
-    q = q_network(state.config, state.num_actions).apply(state.params, state.scaler.observation(obs))
+    q = q_network(state.config, state.num_actions).apply(state.q.params, state.scaler.observation(obs))
     greedy = jnp.argmax(q, axis=-1)
     if not deterministic:
         k_explore, k_action = jax.random.split(key)

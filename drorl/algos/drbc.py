@@ -10,7 +10,7 @@ losses, so eta has a closed form. ``eta="argmin"`` (default) uses it. ``eta="ori
 reproduces the published code, which passed the minimum *value* of the dual as eta, so that only
 samples with a loss above that value carry gradient.
 
-Network, optimiser and data handling are BC's (``drorl.algos.bc``); only the loss differs.
+Network, optimiser and data handling are BC's (``drorl.algos.bc.PolicyConfig``); only the loss differs.
 Published radii: 0.2 / 0.3 / 0.5 / 0.6 for hopper / halfcheetah / walker2d / ant.
 """
 
@@ -19,27 +19,42 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
 from drorl.algos import bc
-from drorl.algos.bc import State, act, per_sample_imitation_loss
-from drorl.algos.base import Spec
+from drorl.algos.bc import act, per_sample_imitation_loss
+from drorl.algos.base import Scaler, Spec
+from drorl.nn.train_state import TrainState, gradient_step
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(bc.Config):
-    """BC's fields plus the radius and the choice of eta.
+class Config:
+    """BC's policy plus the radius and the choice of eta.
 
     Attributes:
+        policy: the policy network and its optimiser (BC's).
+        batch_size: transitions per update.
         rho: radius of the total-variation ball (0 < rho < 1).
         eta: "argmin" (the dual's minimiser, the rho-quantile of the batch losses) or "original"
             (the dual's minimum value, as in the published code).
     """
 
+    policy: bc.PolicyConfig = bc.PolicyConfig()
+    batch_size: int = 256
     rho: float = 0.2
     eta: Literal["argmin", "original"] = "argmin"
+
+
+@flax.struct.dataclass
+class State:
+    policy: TrainState
+    scaler: Scaler
+    step: jnp.ndarray
+    config: Config = flax.struct.field(pytree_node=False)
+    act_dim: int = flax.struct.field(pytree_node=False)
 
 
 def tv_dual_objective(losses: jnp.ndarray, eta: jnp.ndarray, rho: float) -> jnp.ndarray:
@@ -60,7 +75,8 @@ def tv_dual_argmin(losses: jnp.ndarray, rho: float) -> jnp.ndarray:
 
 
 def init(config: Config, spec: Spec, key: jax.Array) -> State:
-    return bc.init(config, spec, key)
+    return State(policy=bc.init_policy(config.policy, spec, key), scaler=Scaler.from_spec(spec),
+                 step=jnp.zeros((), jnp.int32), config=config, act_dim=spec.act_dim)
 
 
 def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
@@ -70,19 +86,17 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
     target = state.scaler.to_unit_action(batch["actions"])
 
     def loss_fn(params):
-        losses = per_sample_imitation_loss(config, state.act_dim, params, obs, target)
+        losses = per_sample_imitation_loss(config.policy, state.act_dim, params, obs, target)
         frozen = jax.lax.stop_gradient(losses)
         eta = tv_dual_argmin(frozen, config.rho)
         if config.eta == "original":
             eta = tv_dual_objective(frozen, eta, config.rho)
         return tv_dual_objective(losses, eta, config.rho), (losses, eta)
 
-    (loss, (losses, eta)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = bc.optimizer(config).update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    policy, (loss, (losses, eta)), grads = gradient_step(state.policy, loss_fn, has_aux=True)
     metrics = {"loss": loss, "eta": eta, "bc_loss": jnp.mean(losses), "max_loss": jnp.max(losses),
                "active_fraction": jnp.mean(losses > eta), "grad_norm": optax.tree.norm(grads)}
-    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+    return state.replace(policy=policy, step=state.step + 1), metrics
 
 
 __all__ = ["Config", "State", "init", "update", "act", "tv_dual_objective", "tv_dual_argmin"]

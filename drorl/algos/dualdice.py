@@ -13,13 +13,12 @@ networks, gradient clipping at 1.0, p = 1.5, one sampled next action).
 
 The caller supplies the target policy's actions in the batch: ``policy_next_actions`` (a' ~ pi(s'))
 and ``policy_initial_actions`` (a0 ~ pi(s0)); OVR fills them with its current policy, and
-``estimate_policy_value`` (off-policy evaluation of any policy from a dataset) with the given one.
+``drorl.ope.estimate_policy_value`` (off-policy evaluation of any policy from a dataset) with the given one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import flax.struct
@@ -30,6 +29,7 @@ import optax
 from drorl.algos.base import Scaler, Spec
 from drorl.errors import DrorlError
 from drorl.nn.critics import Critic
+from drorl.nn.train_state import TrainState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +60,8 @@ class Config:
 
 @flax.struct.dataclass
 class State:
-    nu: Any
-    nu_opt: Any
-    zeta: Any
-    zeta_opt: Any
+    nu: TrainState
+    zeta: TrainState
     scaler: Scaler
     step: jnp.ndarray
     config: Config = flax.struct.field(pytree_node=False)
@@ -78,9 +76,8 @@ def init(config: Config, spec: Spec, key: jax.Array) -> State:
     k_nu, k_zeta = jax.random.split(key)
     obs, act = jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim))
     net = Critic(config.hidden_dims)
-    nu, zeta = net.init(k_nu, obs, act), net.init(k_zeta, obs, act)
-    return State(nu=nu, nu_opt=_optimizer(config.nu_lr, config).init(nu), zeta=zeta,
-                 zeta_opt=_optimizer(config.zeta_lr, config).init(zeta),
+    return State(nu=TrainState.create(net.init(k_nu, obs, act), _optimizer(config.nu_lr, config)),
+                 zeta=TrainState.create(net.init(k_zeta, obs, act), _optimizer(config.zeta_lr, config)),
                  scaler=Scaler.from_spec(spec), step=jnp.zeros((), jnp.int32), config=config)
 
 
@@ -123,24 +120,21 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
         zeta = net.apply(zeta_params, obs, act)
         return dualdice_objective(nu, nu_next, nu_init, zeta, config.gamma, config.p), zeta
 
+    # simultaneous: both gradients at the current (nu, zeta); zeta ascends
     (value, zeta), (nu_grad, zeta_grad) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
-        state.nu, state.zeta)
-    zeta_grad = jax.tree_util.tree_map(jnp.negative, zeta_grad)  # zeta maximises J
-    nu_updates, nu_opt = _optimizer(config.nu_lr, config).update(nu_grad, state.nu_opt, state.nu)
-    zeta_updates, zeta_opt = _optimizer(config.zeta_lr, config).update(zeta_grad, state.zeta_opt,
-                                                                                      state.zeta)
+        state.nu.params, state.zeta.params)
     metrics = {"objective": value, "ratio_mean": jnp.mean(zeta), "ratio_std": jnp.std(zeta),
                "ratio_min": jnp.min(zeta), "ratio_max": jnp.max(zeta),
                "value_estimate": jnp.mean(zeta * batch["rewards"]) / (1.0 - config.gamma)}
-    return state.replace(nu=optax.apply_updates(state.nu, nu_updates), nu_opt=nu_opt,
-                         zeta=optax.apply_updates(state.zeta, zeta_updates), zeta_opt=zeta_opt,
+    return state.replace(nu=state.nu.apply_gradients(nu_grad),
+                         zeta=state.zeta.apply_gradients(jax.tree_util.tree_map(jnp.negative, zeta_grad)),
                          step=state.step + 1), metrics
 
 
 def ratio(state: State, obs: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
     """The estimated w(s, a) = d^pi(s, a) / d^D(s, a)."""
     s = state.scaler
-    return Critic(state.config.hidden_dims).apply(state.zeta, s.observation(obs), s.to_unit_action(actions))
+    return Critic(state.config.hidden_dims).apply(state.zeta.params, s.observation(obs), s.to_unit_action(actions))
 
 
 def value_estimate(weights: jnp.ndarray, rewards: jnp.ndarray, gamma: float) -> jnp.ndarray:
@@ -158,41 +152,3 @@ def update_for_policy(state: State, batch: dict[str, jnp.ndarray], key: jax.Arra
     batch = {**batch, "policy_next_actions": target_policy(batch["next_observations"], k_next),
              "policy_initial_actions": target_policy(batch["initial_observations"], k_init)}
     return update(state, batch, key)
-
-
-def for_target_policy(target_policy: TargetPolicy) -> SimpleNamespace:
-    """An update for the training loop (``drorl.train.make_train_chunk``) that samples ``target_policy``
-    inside the compiled program."""
-    return SimpleNamespace(update=lambda state, batch, key: update_for_policy(state, batch, key, target_policy))
-
-
-def estimate_policy_value(dataset: Any, target_policy: TargetPolicy, config: Config = Config(), steps: int = 100_000,
-                          seed: int = 0, spec: Spec | None = None, updates_per_call: int = 1000,
-                          progress: bool = False) -> tuple[float, State]:
-    """Off-policy evaluation: DualDICE fitted on ``dataset`` (initial states: first state of each episode)
-    for ``target_policy``; returns the normalised discounted value E_D[w r] / (1 - g) over the whole
-    dataset, and the fitted state (``ratio`` gives w(s, a)).
-
-    The value is E_{s0}[sum_t g^t r_t]. With a fixed budget the learning rates decay to 0 over ``steps``
-    (cosine) unless ``config.lr_decay_steps`` is set; ``steps`` rounds up to whole calls of
-    ``updates_per_call`` updates.
-    """
-    from drorl.progress import progress_bar
-    from drorl.train import device_data, init_states, make_train_chunk
-
-    if steps < 1:
-        raise DrorlError(f"steps={steps}: expected a positive number of DualDICE updates")
-    chunk_size, calls = min(updates_per_call, steps), -(-steps // min(updates_per_call, steps))
-    if config.lr_decay_steps == 0:
-        config = dataclasses.replace(config, lr_decay_steps=chunk_size * calls)
-    spec = spec or Spec.from_dataset(dataset)
-    data = device_data(dataset)
-    states, rngs = init_states(SimpleNamespace(init=init), config, spec, [seed])
-    chunk = make_train_chunk(for_target_policy(target_policy), config.batch_size, chunk_size)
-    with progress_bar("DualDICE", chunk_size * calls, enabled=progress, unit="updates") as advance:
-        for _ in range(calls):
-            states, rngs, _ = chunk(states, rngs, data)
-            advance(chunk_size)
-    state = jax.tree_util.tree_map(lambda x: x[0], states)
-    weights = jax.jit(ratio)(state, data["observations"], data["actions"])
-    return float(value_estimate(weights, data["rewards"], config.gamma)), state

@@ -6,8 +6,8 @@ Every update:
 3. the augmented reward (Eq. 7): r~ = r - lambda nu r - lambda r^2;
 4. one BCQ step with r~ in place of r.
 
-Choices (config options): w is clipped to [0, max_ratio] and, by default, self-normalised by its
-batch mean (a density ratio has E_D[w] = 1); ``importance_weighting=True`` is the paper's
+Choices (config options, ``Config.ratio``): w is clipped to [0, max_ratio] and, by default,
+self-normalised by its batch mean (a density ratio has E_D[w] = 1); ``importance_weighting=True`` is the paper's
 "BCQ + I.W." ablation: the critic loss weighted by w, no variance term.
 """
 
@@ -20,30 +20,46 @@ import jax.numpy as jnp
 
 from drorl.algos import bcq, dualdice
 from drorl.algos.base import Spec
+from drorl.data.sampling import uniform_batch
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(bcq.Config):
-    """BCQ's fields plus the regulariser's.
+class RatioConfig:
+    """The DualDICE ratio estimator inside OVR (its discount and batch are BCQ's).
 
     Attributes:
+        hidden_dims: widths of nu's and zeta's hidden layers.
+        lr: Adam learning rate of both networks.
+        p: exponent of DualDICE's f(x) = |x|^p / p.
+        max_ratio: w is clipped to [0, max_ratio].
+        self_normalise: divide w by its batch mean.
+    """
+
+    hidden_dims: tuple[int, ...] = (64, 64)
+    lr: float = 1e-4
+    p: float = 1.5
+    max_ratio: float = 10.0
+    self_normalise: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """BCQ's config, the ratio estimator's and the regulariser's.
+
+    Attributes:
+        base: the base algorithm (BCQ).
+        ratio: the DualDICE ratio estimator.
         variance_lambda: lambda >= 0, the weight of the variance penalty (0: plain BCQ).
         reward_scale: the unit of reward the penalty is measured in: the r^2 terms of Eq. 7 are
             computed on r / reward_scale (and scaled back), so one lambda means the same on tasks whose
             rewards differ in size (the benchmark sets it to the dataset's mean |r|; 1: the paper's raw form).
-        dice_hidden_dims, dice_lr, dice_p: DualDICE's networks, learning rate (both) and exponent.
-        max_ratio: w is clipped to [0, max_ratio].
-        self_normalise: divide w by its batch mean.
         importance_weighting: the "BCQ + I.W." ablation instead of the variance term.
     """
 
+    base: bcq.Config = bcq.Config()
+    ratio: RatioConfig = RatioConfig()
     variance_lambda: float = 0.1
     reward_scale: float = 1.0
-    dice_hidden_dims: tuple[int, ...] = (64, 64)
-    dice_lr: float = 1e-4
-    dice_p: float = 1.5
-    max_ratio: float = 10.0
-    self_normalise: bool = True
     importance_weighting: bool = False
 
 
@@ -55,21 +71,20 @@ class State:
     config: Config = flax.struct.field(pytree_node=False)
 
 
-def _base_config(config: Config) -> bcq.Config:
-    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(bcq.Config)}
-    return bcq.Config(**{**fields, "reward_key": "augmented_rewards"})
-
-
 def _dice_config(config: Config) -> dualdice.Config:
-    return dualdice.Config(hidden_dims=config.dice_hidden_dims, nu_lr=config.dice_lr, zeta_lr=config.dice_lr,
-                           gamma=config.gamma, p=config.dice_p, batch_size=config.batch_size)
+    return dualdice.Config(hidden_dims=config.ratio.hidden_dims, nu_lr=config.ratio.lr, zeta_lr=config.ratio.lr,
+                           gamma=config.base.gamma, p=config.ratio.p, batch_size=config.base.batch_size)
 
 
 def init(config: Config, spec: Spec, key: jax.Array) -> State:
     k_base, k_dice = jax.random.split(key)
-    return State(base=bcq.init(_base_config(config), spec, k_base), dice=dualdice.init(_dice_config(config), spec,
-                                                                                         k_dice),
+    return State(base=bcq.init(config.base, spec, k_base), dice=dualdice.init(_dice_config(config), spec, k_dice),
                  step=jnp.zeros((), jnp.int32), config=config)
+
+
+def sample(data: dict[str, jnp.ndarray], state: State, key: jax.Array) -> dict[str, jnp.ndarray]:
+    """Uniform rows, BCQ's batch size."""
+    return uniform_batch(data, key, state.config.base.batch_size)
 
 
 def augmented_reward(rewards: jnp.ndarray, ratios: jnp.ndarray, variance_lambda: float,
@@ -95,16 +110,16 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
     dice, dice_metrics = dualdice.update_for_policy(state.dice, batch, k_dice,
                                                     lambda obs, k: bcq.act(state.base, obs, k))
     ratios = jax.lax.stop_gradient(processed_ratios(dualdice.ratio(dice, batch["observations"], batch["actions"]),
-                                                    config.max_ratio, config.self_normalise))
+                                                    config.ratio.max_ratio, config.ratio.self_normalise))
     if config.importance_weighting:
-        base_batch = {**batch, "augmented_rewards": batch["rewards"], "critic_weights": ratios}
+        rewards, weights = batch["rewards"], ratios
     else:
-        base_batch = {**batch, "augmented_rewards": augmented_reward(batch["rewards"], ratios, config.variance_lambda,
-                                                                         config.reward_scale)}
-    base, base_metrics = bcq.update(state.base, base_batch, k_base)
+        rewards = augmented_reward(batch["rewards"], ratios, config.variance_lambda, config.reward_scale)
+        weights = None
+    base, base_metrics = bcq.update(state.base, batch, k_base, rewards=rewards, critic_weights=weights)
     metrics = {**base_metrics, **{f"dice/{k}": v for k, v in dice_metrics.items()},
                "ratio_mean": jnp.mean(ratios), "ratio_max": jnp.max(ratios),
-               "augmented_reward_mean": jnp.mean(base_batch["augmented_rewards"])}
+               "augmented_reward_mean": jnp.mean(rewards)}
     return state.replace(base=base, dice=dice, step=state.step + 1), metrics
 
 

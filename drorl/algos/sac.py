@@ -16,6 +16,7 @@ import optax
 
 from drorl.algos.base import Scaler, Spec
 from drorl.nn.critics import CriticEnsemble
+from drorl.nn.train_state import TrainState, gradient_step
 from drorl.nn.policies import TanhGaussianPolicy, tanh_gaussian_sample_and_log_prob
 
 
@@ -48,13 +49,10 @@ class Config:
 
 @flax.struct.dataclass
 class State:
-    actor: Any
-    actor_opt: Any
-    critic: Any
-    critic_opt: Any
+    actor: TrainState
+    critic: TrainState
     target_critic: Any
-    log_temperature: jnp.ndarray
-    temperature_opt: Any
+    temperature: TrainState  # params: log alpha
     scaler: Scaler
     step: jnp.ndarray
     config: Config = flax.struct.field(pytree_node=False)
@@ -70,14 +68,12 @@ def init(config: Config, spec: Spec, key: jax.Array) -> State:
     k_actor, k_critic = jax.random.split(key)
     obs = jnp.zeros((1, spec.obs_dim), jnp.float32)
     act = jnp.zeros((1, spec.act_dim), jnp.float32)
-    actor = actor_net.init(k_actor, obs)
     critic = critic_net.init(k_critic, obs, act)
     log_temperature = jnp.log(jnp.asarray(config.init_temperature, jnp.float32))
-    return State(actor=actor, actor_opt=optax.adam(config.actor_lr).init(actor), critic=critic,
-                 critic_opt=optax.adam(config.critic_lr).init(critic),
+    return State(actor=TrainState.create(actor_net.init(k_actor, obs), optax.adam(config.actor_lr)),
+                 critic=TrainState.create(critic, optax.adam(config.critic_lr)),
                  target_critic=jax.tree_util.tree_map(jnp.copy, critic),  # own buffers: states are donated
-                 log_temperature=log_temperature,
-                 temperature_opt=optax.adam(config.temperature_lr).init(log_temperature),
+                 temperature=TrainState.create(log_temperature, optax.adam(config.temperature_lr)),
                  scaler=Scaler.from_spec(spec), step=jnp.zeros((), jnp.int32), config=config,
                  act_dim=spec.act_dim)
 
@@ -108,9 +104,9 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
     next_obs = state.scaler.observation(batch["next_observations"])
     actions = state.scaler.to_unit_action(batch["actions"])
     k_next, k_pi = jax.random.split(key)
-    temperature = jnp.exp(state.log_temperature)
+    temperature = jnp.exp(state.temperature.params)
 
-    next_mean, next_log_std = actor_net.apply(state.actor, next_obs)
+    next_mean, next_log_std = actor_net.apply(state.actor.params, next_obs)
     next_actions, next_log_prob = tanh_gaussian_sample_and_log_prob(next_mean, next_log_std, k_next)
     next_q = critic_net.apply(state.target_critic, next_obs, next_actions).min(axis=0)
     target = batch["rewards"] + config.gamma * (1.0 - batch["terminals"]) * (next_q - temperature * next_log_prob)
@@ -120,37 +116,37 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
         q = critic_net.apply(params, obs, actions)
         return critic_loss(q, target), q
 
-    (c_loss, q), c_grads = jax.value_and_grad(critic_objective, has_aux=True)(state.critic)
-    c_updates, critic_opt = optax.adam(config.critic_lr).update(c_grads, state.critic_opt, state.critic)
-    critic = optax.apply_updates(state.critic, c_updates)
+    critic, (c_loss, q), _ = gradient_step(state.critic, critic_objective, has_aux=True)
 
     def actor_objective(params):
         mean, log_std = actor_net.apply(params, obs)
         pi_actions, log_prob = tanh_gaussian_sample_and_log_prob(mean, log_std, k_pi)
-        q_pi = critic_net.apply(critic, obs, pi_actions).min(axis=0)
+        q_pi = critic_net.apply(critic.params, obs, pi_actions).min(axis=0)
         return actor_loss(log_prob, q_pi, temperature), log_prob
 
-    (a_loss, log_prob), a_grads = jax.value_and_grad(actor_objective, has_aux=True)(state.actor)
-    a_updates, actor_opt = optax.adam(config.actor_lr).update(a_grads, state.actor_opt, state.actor)
-    actor = optax.apply_updates(state.actor, a_updates)
-
+    actor, (a_loss, log_prob), _ = gradient_step(state.actor, actor_objective, has_aux=True)
     entropy_target = target_entropy(config, state.act_dim)
-    t_loss, t_grad = jax.value_and_grad(temperature_loss)(state.log_temperature, log_prob, entropy_target)
-    t_update, temperature_opt = optax.adam(config.temperature_lr).update(t_grad, state.temperature_opt)
-    log_temperature = optax.apply_updates(state.log_temperature, t_update)
-
-    target_critic = optax.incremental_update(critic, state.target_critic, config.tau)
+    temperature_state, t_loss, _ = gradient_step(state.temperature, temperature_loss, log_prob, entropy_target)
+    target_critic = optax.incremental_update(critic.params, state.target_critic, config.tau)
     metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "temperature_loss": t_loss,
                "temperature": temperature, "entropy": -jnp.mean(log_prob), "q_mean": jnp.mean(q)}
-    new_state = state.replace(actor=actor, actor_opt=actor_opt, critic=critic, critic_opt=critic_opt,
-                              target_critic=target_critic, log_temperature=log_temperature,
-                              temperature_opt=temperature_opt, step=state.step + 1)
+    new_state = state.replace(actor=actor, critic=critic, target_critic=target_critic,
+                              temperature=temperature_state, step=state.step + 1)
     return new_state, metrics
+
+
+def policy_params(state: State) -> Any:
+    """The parameters that act (what the zoo ships)."""
+    return state.actor.params
+
+
+def with_policy_params(state: State, params: Any) -> State:
+    return state.replace(actor=state.actor.replace(params=params))
 
 
 def act(state: State, obs: jnp.ndarray, key: jax.Array, deterministic: bool = True) -> jnp.ndarray:
     actor_net, _ = _networks(state.config, state.act_dim)
-    mean, log_std = actor_net.apply(state.actor, state.scaler.observation(obs))
+    mean, log_std = actor_net.apply(state.actor.params, state.scaler.observation(obs))
     if deterministic:
         unit = jnp.tanh(mean)
     else:

@@ -11,6 +11,7 @@ import numpy as np
 from scipy import stats
 
 from drorl.errors import DrorlError
+from drorl.scores import normalized_score
 
 
 def mean_and_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -44,6 +45,50 @@ def difference_verdict(a: Sequence[float], b: Sequence[float], level: float = 0.
     return diff, half, verdict
 
 
+def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test of mean(a) = mean(b) (1 with fewer than two seeds a side or
+    no spread and no difference; 0 with no spread and a difference)."""
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if x.size < 2 or y.size < 2:
+        return 1.0
+    if x.var(ddof=1) + y.var(ddof=1) == 0:
+        return 1.0 if x.mean() == y.mean() else 0.0
+    return float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+
+
+def holm_rejections(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down procedure: which hypotheses are rejected with the family-wise error rate held
+    at ``alpha`` (sorted p_(1) <= ... <= p_(m); reject while p_(k) <= alpha / (m - k + 1))."""
+    order = np.argsort(p_values, kind="stable")
+    rejected = [False] * len(p_values)
+    for rank, index in enumerate(order):
+        if p_values[index] > alpha / (len(p_values) - rank):
+            break
+        rejected[index] = True
+    return rejected
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """mean(a) - mean(b) with its 95 % Welch half-width, the raw verdict and the Welch p-value."""
+
+    diff: float
+    half: float
+    verdict: str
+    p_value: float
+
+    @classmethod
+    def of(cls, a: Sequence[float], b: Sequence[float]) -> "Difference":
+        return cls(*difference_verdict(a, b), welch_p_value(a, b))
+
+
+def holm_verdicts(differences: Sequence[Difference], alpha: float = 0.05) -> list[str]:
+    """Each difference's verdict after Holm's correction over all of them: a raw "helps"/"hurts" stays
+    only when Holm rejects its null hypothesis, else it becomes "ties"."""
+    rejected = holm_rejections([d.p_value for d in differences], alpha)
+    return [d.verdict if keep else "ties" for d, keep in zip(differences, rejected)]
+
+
 def restrict_tasks(profile: Any, tasks: Sequence[str] | None) -> Any:
     """``profile`` with only ``tasks`` (kept in the profile's order), so that a long profile can be run one
     task at a time into the same output directory; ``None`` keeps every task."""
@@ -73,13 +118,13 @@ def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, 
     reused when it already exists. Training and evaluation show their own progress (rows under the
     benchmark's bar; plain lines in a log)."""
     from drorl import algos
-    from drorl.algos.base import config_from_dict
+    from drorl.algos.base import replace_config
     from drorl.evaluate import evaluate_sweeps, write_eval_json
-    from drorl.runs import reference_scores, spec_for
+    from drorl.scores import reference_scores, spec_for
     from drorl.train import RunSettings, policy_fn, train
 
-    algo = algos.get(algorithm)
-    config = config_from_dict(algo.Config, {**dataclasses.asdict(algo.Config()), **overrides})
+    algo = algos.get(algorithm, "offline")
+    config = replace_config(algo.Config(), overrides, option="benchmark override")
     settings = RunSettings(steps=steps, seeds=tuple(seeds), updates_per_call=min(1000, steps),
                            checkpoint_every=max(steps // 4, 1), env=task)
     states, run_dir = train(algorithm, dataset, run_dir, settings, config=config, spec=spec_for(dataset, task),
@@ -139,7 +184,7 @@ class SeedCurves:
     @classmethod
     def from_eval(cls, result: dict[str, Any]) -> "SeedCurves":
         lo, hi = result["reference"]["min"], result["reference"]["max"]
-        norm = lambda r: 100.0 * (np.asarray(r) - lo) / (hi - lo)  # noqa: E731
+        norm = lambda r: normalized_score(np.asarray(r), lo, hi)  # noqa: E731
         auc, worst = {}, {}
         for family, points in result["sweeps"].items():
             per_seed = norm(np.array([p["per_seed"] for p in points]))  # [grid, seeds]

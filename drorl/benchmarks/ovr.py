@@ -19,7 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from drorl.benchmarks.common import (SeedCurves, difference_verdict, fmt, mean_and_ci, missing_tasks_note,
+from drorl.benchmarks.common import (Difference, SeedCurves, fmt, holm_verdicts, mean_and_ci, missing_tasks_note,
                                     restrict_tasks, run_jobs, train_and_evaluate)
 from drorl.data.corrupt import reward_noise
 from drorl.data.dataset import Dataset
@@ -159,29 +159,30 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
              "episodes per seed at nominal dynamics. Scores are normalised (0 = random, 100 = the expert reference "
              "of the dataset's metadata); "
              "entries are mean ± 95 % confidence half-width over seeds. The last columns compare each variant "
-             f"with {baseline}: the difference of means and its 95 % Welch interval, and the verdict "
-             "(helps / hurts when the interval excludes 0, else ties).", "",
+             f"with {baseline}: the difference of means and its 95 % Welch interval, the verdict "
+             "(helps / hurts when the interval excludes 0, else ties), and the verdict after Holm's correction "
+             "over every comparison of this report.", "",
              *missing_tasks_note(profile, PROFILES[profile_name])]
     summary: dict[str, list[float]] = {}
+    others = labels[1:]
+    scores: dict[tuple[str, str, str], list[float]] = {}
+    cells_of = {task: list(dict.fromkeys(j.cell for j in jobs if j.task == task)) for task in profile.tasks}
+    for job, res in zip(jobs, results):
+        scores[job.task, job.cell, job.label] = SeedCurves.from_eval(res).nominal
+        summary[f"{job.task}/{job.cell}/{job.label}"] = scores[job.task, job.cell, job.label]
+    keys = [(task, cell, other) for task in profile.tasks for cell in cells_of[task] for other in others]
+    differences = {k: Difference.of(scores[k], scores[k[0], k[1], baseline]) for k in keys}
+    adjusted = dict(zip(keys, holm_verdicts([differences[k] for k in keys])))
     for task in profile.tasks:
-        scores: dict[tuple[str, str], list[float]] = {}
-        cells = list(dict.fromkeys(j.cell for j in jobs if j.task == task))
-        for job, res in zip(jobs, results):
-            if job.task == task:
-                scores[job.cell, job.label] = SeedCurves.from_eval(res).nominal
-                summary[f"{task}/{job.cell}/{job.label}"] = scores[job.cell, job.label]
-        others = labels[1:]
         header = "| dataset | " + " | ".join(labels) + " | " + " | ".join(f"{o} − {baseline}" for o in others) + " |"
         lines += [f"## {task}", "", header, "|---" * (1 + len(labels) + len(others)) + "|"]
-        for cell in cells:
-            comparisons = []
-            for other in others:
-                diff, half, verdict = difference_verdict(scores[cell, other], scores[cell, baseline])
-                comparisons.append(f"{diff:+.1f} ± {half:.1f} ({verdict})")
-            lines.append(f"| {cell} | " + " | ".join(fmt(scores[cell, label]) for label in labels) + " | "
+        for cell in cells_of[task]:
+            comparisons = [f"{d.diff:+.1f} ± {d.half:.1f} ({d.verdict}; Holm: {adjusted[task, cell, other]})"
+                           for other in others for d in [differences[task, cell, other]]]
+            lines.append(f"| {cell} | " + " | ".join(fmt(scores[task, cell, label]) for label in labels) + " | "
                          + " | ".join(comparisons) + " |")
-        series = [(label, [mean_and_ci(scores[cell, label]) for cell in cells]) for label in labels]
-        plot = plot_score_bars(cells, series, out / f"{task}.png", title=f"{task} ({profile_name})")
+        series = [(label, [mean_and_ci(scores[task, cell, label]) for cell in cells_of[task]]) for label in labels]
+        plot = plot_score_bars(cells_of[task], series, out / f"{task}.png", title=f"{task} ({profile_name})")
         lines += ["", f"![{task}]({plot.name})", ""]
     report = out / "report.md"
     write_bytes_atomic(report, "\n".join(lines).encode())

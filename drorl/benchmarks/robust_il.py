@@ -20,8 +20,8 @@ from typing import Any, Callable, Sequence
 from rich.console import Console
 
 from drorl.algos import be_droil
-from drorl.benchmarks.common import (SeedCurves, difference_verdict, fmt, missing_tasks_note, restrict_tasks,
-                                    run_jobs, train_and_evaluate)
+from drorl.benchmarks.common import (Difference, SeedCurves, fmt, holm_verdicts, missing_tasks_note,
+                                    restrict_tasks, run_jobs, train_and_evaluate)
 from drorl.data.generate import DEFAULT_DEMO_EPISODES
 from drorl.data.registry import resolve
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
@@ -29,7 +29,7 @@ from drorl.plot import plot_robustness
 from drorl.report import comparison_table
 
 # DR-BC's published radius and learning rate per task.
-DRBC_PUBLISHED = {"hopper": {"rho": 0.2}, "halfcheetah": {"rho": 0.3, "lr": 1e-5}, "walker2d": {"rho": 0.5},
+DRBC_PUBLISHED = {"hopper": {"rho": 0.2}, "halfcheetah": {"rho": 0.3, "policy.lr": 1e-5}, "walker2d": {"rho": 0.5},
                   "ant": {"rho": 0.6}, "inverted-pendulum": {"rho": 0.2}}
 
 Overrides = dict[str, Any] | Callable[[str], dict[str, Any]]
@@ -73,8 +73,8 @@ PROFILES = {
     # there is its rate. Derived from the full profile, so that profile's runs (identical settings) can be
     # copied in rather than trained again.
     "halfcheetah-rate": dataclasses.replace(FULL, tasks=("halfcheetah",),
-                                            variants=(("BC lr=1e-5", "bc", {"lr": 1e-5}),
-                                                      ("BE-DROIL lr=1e-5", "be-droil", {"lr": 1e-5}), *MAIN)),
+                                            variants=(("BC lr=1e-5", "bc", {"policy.lr": 1e-5}),
+                                                      ("BE-DROIL lr=1e-5", "be-droil", {"policy.lr": 1e-5}), *MAIN)),
     # BC weighted by the time profile alone that BE-DROIL's balance equation pins (its own gamma)
     "time-weighting": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5,
                               variants=(("BE-DROIL", "be-droil", {}),
@@ -150,27 +150,34 @@ def run(profile_name: str, out: Path, backend: str = "local", console: Console |
 REFERENCE = "BE-DROIL"
 
 
-def _differences_from_reference(curves: dict[str, SeedCurves], families: Sequence[str]) -> list[str]:
-    """BE-DROIL minus every other variant, per column: difference of means, its 95 % Welch half-width and
-    the verdict (beats / loses when the interval excludes 0, else ties); nothing without a BE-DROIL row."""
+def _differences_from_reference(curves: dict[str, SeedCurves], families: Sequence[str]
+                                ) -> dict[str, list[Difference]]:
+    """BE-DROIL minus every other variant, per column (nominal, then each family's AUC and worst value);
+    nothing without a BE-DROIL row."""
     if REFERENCE not in curves:
-        return []
+        return {}
     ref = curves[REFERENCE]
-    word = {"helps": "beats", "hurts": "loses", "ties": "ties"}
+    return {label: [Difference.of(ref.nominal, other.nominal)]
+            + [d for f in families for d in (Difference.of(ref.auc[f], other.auc[f]),
+                                              Difference.of(ref.worst[f], other.worst[f]))]
+            for label, other in curves.items() if label != REFERENCE}
 
-    def cell(a: list[float], b: list[float]) -> str:
-        diff, half, verdict = difference_verdict(a, b)
-        return f"{diff:+.1f} ± {half:.1f} ({word[verdict]})"
 
-    lines = ["", f"{REFERENCE} minus each other variant (95 % Welch interval; beats / loses when it excludes 0):", "",
+WORD = {"helps": "beats", "hurts": "loses", "ties": "ties"}
+
+
+def _difference_lines(differences: dict[str, list[Difference]], adjusted: dict[str, list[str]],
+                      families: Sequence[str], family_size: int) -> list[str]:
+    if not differences:
+        return []
+    lines = ["", f"{REFERENCE} minus each other variant (95 % Welch interval; beats / loses when it excludes 0; "
+             f"then the verdict after Holm's correction over all {family_size} comparisons of this report):", "",
              "| vs | nominal | " + " | ".join(f"{f} AUC | {f} worst" for f in families) + " |",
              "|---" * (2 + 2 * len(families)) + "|"]
-    for label, other in curves.items():
-        if label != REFERENCE:
-            cells = [cell(ref.nominal, other.nominal)] + [x for f in families for x in
-                                                          (cell(ref.auc[f], other.auc[f]),
-                                                           cell(ref.worst[f], other.worst[f]))]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for label, row in differences.items():
+        cells = [f"{d.diff:+.1f} ± {d.half:.1f} ({WORD[d.verdict]}; Holm: {WORD[v]})"
+                 for d, v in zip(row, adjusted[label])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -181,17 +188,22 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
              "zoo / reference); entries are mean ± 95 % confidence half-width over seeds. AUC = mean "
              "normalised score over the sweep grid; worst = its minimum.", "",
              *missing_tasks_note(profile, PROFILES[profile_name])]
-    summary = {}
+    summary, curves_of, differences_of = {}, {}, {}
     for task in profile.tasks:
-        rows = [(job, res) for job, res in zip(jobs, results) if job.task == task]
+        curves_of[task] = {job.label: SeedCurves.from_eval(res) for job, res in zip(jobs, results) if job.task == task}
+        differences_of[task] = _differences_from_reference(curves_of[task], profile.families)
+    every = [d for task in profile.tasks for row in differences_of[task].values() for d in row]
+    flat_verdicts = iter(holm_verdicts(every))
+    for task in profile.tasks:
+        adjusted = {label: [next(flat_verdicts) for _ in row] for label, row in differences_of[task].items()}
         header = "| algorithm | nominal | " + " | ".join(f"{f} AUC | {f} worst" for f in profile.families) + " |"
         lines += [f"## {task}", "", header, "|---" * (2 + 2 * len(profile.families)) + "|"]
-        curves = {job.label: SeedCurves.from_eval(res) for job, res in rows}
-        for label, c in curves.items():
+        for label, c in curves_of[task].items():
             cells = [fmt(c.nominal)] + [x for f in profile.families for x in (fmt(c.auc[f]), fmt(c.worst[f]))]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
             summary[f"{task}/{label}"] = dataclasses.asdict(c)
-        lines += _differences_from_reference(curves, profile.families)
+        lines += _difference_lines(differences_of[task], adjusted, profile.families, len(every))
+        rows = [(job, res) for job, res in zip(jobs, results) if job.task == task]
         plot = plot_robustness([(job.label, res) for job, res in rows], out / f"{task}.png",
                                title=f"{task}: robustness curves ({profile_name})")
         lines += ["", f"![{task}]({plot.name})", ""]

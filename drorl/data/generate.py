@@ -14,7 +14,6 @@ in the metadata) and expert-demos (whole expert episodes, for imitation).
 
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
 
@@ -22,11 +21,11 @@ import drorl
 from drorl import zoo
 from drorl.data.dataset import D4RL_KEYS, Dataset
 from drorl.envs import action_bounds, get_task, make_env
+from drorl.envs.policies import BatchPolicy, random_policy, with_noise
 from drorl.errors import DrorlError
 from drorl.progress import progress_bar
 
 # A behaviour policy for generation: observations [N, obs_dim] -> actions [N, act_dim].
-BatchPolicy = Callable[[np.ndarray], np.ndarray]
 
 ALL_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert", "mixed", "expert-demos")
 DEFAULT_TRANSITIONS = 1_000_000  # rows of the RL kinds, as D4RL's
@@ -95,27 +94,6 @@ def collect(task: str, policy: BatchPolicy, *, transitions: int | None = None,
     if not (arrays["terminals"][-1] or arrays["timeouts"][-1]):
         arrays["timeouts"][-1] = True  # the budget cut this episode: mark it like a time limit
     return arrays
-
-
-def random_policy(task: str, seed: int) -> BatchPolicy:
-    """Uniform actions over the task's action box (or its discrete actions), from a seeded generator."""
-    info = get_task(task)
-    rng = np.random.default_rng(seed)
-    if info.discrete:
-        return lambda obs: rng.integers(info.num_actions, size=(obs.shape[0], 1)).astype(np.float32)
-    low, high = action_bounds(info)
-    return lambda obs: rng.uniform(low, high, size=(obs.shape[0], low.shape[0])).astype(np.float32)
-
-
-def with_noise(policy: BatchPolicy, std: float, low: np.ndarray, high: np.ndarray, seed: int) -> BatchPolicy:
-    """``clip(policy(s) + N(0, std^2 I))`` with a seeded generator."""
-    rng = np.random.default_rng([seed, 0x6E6F])
-
-    def noisy(obs: np.ndarray) -> np.ndarray:
-        action = policy(obs)
-        return np.clip(action + rng.normal(0.0, std, action.shape), low, high).astype(np.float32)
-
-    return noisy
 
 
 def _lqr_expert(seed: int) -> BatchPolicy:

@@ -1,7 +1,8 @@
 """The behaviour-policy zoo: small msgpack policy files shipped inside the package, and a manifest.
 
-A policy file holds an actor's parameters and what is needed to run it (algorithm, task, network
-widths, input/output scaling); it is read with msgpack only, never pickle. The manifest lists every
+A policy file holds an online algorithm's acting parameters and what is needed to run them through
+that algorithm's ``act`` (algorithm, its config, task, input/output scaling); it is read with msgpack
+only, never pickle. The manifest lists every
 policy with its task, kind (expert, medium, replay snapshot), measured return (mean and std over
 10 stochastic episodes), training steps, seed and the command that trained it.
 """
@@ -21,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drorl import algos
+from drorl.algos.base import Scaler, Spec, config_from_dict
 from drorl.errors import DrorlError
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
-from drorl.nn.mlp import MLP
-from drorl.nn.policies import TanhGaussianPolicy, tanh_gaussian_sample_and_log_prob
 
 POLICY_FORMAT = "drorl-policy/1"
 ZOO_DIR = Path(str(resources.files("drorl.zoo")))
@@ -96,12 +97,13 @@ def write_manifest(rows: list[ZooEntry], directory: Path | None = None) -> None:
     write_json_atomic(manifest_path(directory), {"policies": [dataclasses.asdict(r) for r in rows]})
 
 
-def save_policy(path: Path, *, algorithm: str, task: str, hidden_dims: tuple[int, ...], params: Any,
-                scaler: Any, epsilon: float = 0.0) -> Path:
-    """Write an actor (SAC) or Q-network (DQN, acting epsilon-greedily) as a policy file (msgpack, atomically)."""
+def save_policy(path: Path, *, algorithm: str, task: str, config: Any, params: Any, scaler: Any,
+                epsilon: float = 0.0) -> Path:
+    """Write the acting parameters of an online algorithm's state (SAC's actor, DQN's Q-network, acting
+    epsilon-greedily) with the algorithm's config, as a policy file (msgpack, atomically)."""
     payload = {
         "format": POLICY_FORMAT, "algorithm": algorithm, "task": task, "epsilon": float(epsilon),
-        "hidden_dims": list(hidden_dims),
+        "config": json.loads(json.dumps(dataclasses.asdict(config))),
         "params": flax.serialization.to_state_dict(jax.device_get(params)),
         "scaler": {k: np.asarray(v) for k, v in flax.serialization.to_state_dict(scaler).items()},
     }
@@ -109,8 +111,17 @@ def save_policy(path: Path, *, algorithm: str, task: str, hidden_dims: tuple[int
     return path
 
 
+def _policy_config(algo: Any, raw: dict, path: Path) -> Any:
+    """The algorithm's config stored in a policy file; files written before configs were stored carry
+    the network widths only (the shipped zoo), the rest at its defaults, which is what they trained with."""
+    if "config" in raw:
+        return config_from_dict(algo.Config, raw["config"], source=str(path))
+    return algo.Config(hidden_dims=tuple(int(h) for h in raw["hidden_dims"]))
+
+
 class BehaviourPolicy:
-    """A policy loaded from a policy file, acting on batches of observations.
+    """A policy loaded from a policy file, acting on batches of observations through its algorithm's
+    own ``act`` (``drorl.algos``).
 
     ``__call__(obs [N, obs_dim]) -> actions [N, act_dim]`` (NumPy). A SAC actor samples from its
     tanh-Gaussian; a DQN Q-network acts epsilon-greedily (its action index as one float column).
@@ -127,34 +138,28 @@ class BehaviourPolicy:
             raise DrorlError(f"{path}: not a drorl policy file (expected format {POLICY_FORMAT!r})")
         self.task = raw["task"]
         self.algorithm = raw["algorithm"]
-        scaler = {k: jnp.asarray(v, jnp.float32) for k, v in raw["scaler"].items()}
-        self.act_dim = int(scaler["action_low"].shape[0])
-        self.obs_dim = int(scaler["obs_mean"].shape[0])
-        hidden = tuple(int(h) for h in raw["hidden_dims"])
-        params = jax.tree_util.tree_map(jnp.asarray, raw["params"])
+        if self.algorithm not in algos.names("online"):
+            raise DrorlError(f"{path}: unknown policy algorithm {self.algorithm!r}; expected "
+                             f"{' or '.join(algos.names('online'))}")
+        algo = algos.get(self.algorithm, "online")
+        scaler = Scaler(**{k: jnp.asarray(v, jnp.float32) for k, v in raw["scaler"].items()})
+        self.act_dim = int(scaler.action_low.shape[0])
+        self.obs_dim = int(scaler.obs_mean.shape[0])
+        config = _policy_config(algo, raw, path)
+        num_actions = None
+        if self.algorithm == "dqn":  # the shipped policy explores at a fixed rate, the file's
+            config = dataclasses.replace(config, epsilon_start=float(raw["epsilon"]),
+                                         epsilon_end=float(raw["epsilon"]))
+            num_actions = int(raw["scaler"]["action_high"][0]) + 1
+        spec = Spec(self.obs_dim, self.act_dim, np.asarray(scaler.action_low), np.asarray(scaler.action_high),
+                    np.asarray(scaler.obs_mean), np.asarray(scaler.obs_std), self.task, num_actions)
+        template = algo.init(config, spec, jax.random.PRNGKey(0))
+        state = algo.with_policy_params(template, jax.tree_util.tree_map(jnp.asarray, raw["params"]))
+        state = state.replace(scaler=scaler)
         self.stochastic = stochastic
         self._key = jax.random.PRNGKey(seed)
         self._calls = 0
-        low, high = scaler["action_low"], scaler["action_high"]
-
-        def sac_act(obs, key):
-            net = TanhGaussianPolicy(hidden, self.act_dim)
-            mean, log_std = net.apply(params, (obs - scaler["obs_mean"]) / scaler["obs_std"])
-            unit = tanh_gaussian_sample_and_log_prob(mean, log_std, key)[0] if stochastic else jnp.tanh(mean)
-            return low + 0.5 * (unit + 1.0) * (high - low)
-
-        def dqn_act(obs, key):
-            num_actions = int(raw["scaler"]["action_high"][0]) + 1
-            q = MLP(hidden, num_actions).apply(params, (obs - scaler["obs_mean"]) / scaler["obs_std"])
-            greedy = jnp.argmax(q, axis=-1)
-            k_explore, k_action = jax.random.split(key)
-            explore = jax.random.uniform(k_explore, greedy.shape) < (float(raw["epsilon"]) if stochastic else 0.0)
-            random_action = jax.random.randint(k_action, greedy.shape, 0, num_actions)
-            return jnp.where(explore, random_action, greedy)[:, None].astype(jnp.float32)
-
-        if self.algorithm not in ("sac", "dqn"):
-            raise DrorlError(f"{path}: unknown policy algorithm {self.algorithm!r}; expected sac or dqn")
-        self._act = jax.jit(sac_act if self.algorithm == "sac" else dqn_act)
+        self._act = jax.jit(lambda obs, key: algo.act(state, obs, key, not stochastic))
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         key = jax.random.fold_in(self._key, self._calls)

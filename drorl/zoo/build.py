@@ -19,7 +19,7 @@ from drorl.algos.base import config_from_dict
 from drorl.errors import DrorlError
 from drorl.evaluate import run_episodes
 from drorl.io_utils import write_json_atomic
-from drorl.online import OnlineSettings, actor_params, online_spec, with_actor_params
+from drorl.online import OnlineSettings, online_spec
 
 MANIFEST_EPISODES = 10
 MEDIUM_FRACTION = 1 / 3  # the medium policy's return, as a fraction of the expert's
@@ -46,7 +46,8 @@ def load_snapshots(run_dir: Path) -> tuple[dict[str, Any], list[int], Any, Any]:
     steps, actors = [], []
     scaler = state.scaler
     for path in paths:
-        step, saved = checkpoint.load(path, {"actor": actor_params(state), "scaler": state.scaler})
+        step, saved = checkpoint.load(path, {"actor": algos.get(record["algorithm"]).policy_params(state),
+                                             "scaler": state.scaler})
         steps.append(step)
         actors.append(saved["actor"])
         scaler = saved["scaler"]
@@ -68,8 +69,8 @@ def evaluate_stacked(record: dict, actors: Any, scaler: Any, episodes: int, seed
     # step far past any decay: a DQN snapshot explores with its final epsilon, as its policy file will
     template = _template(record).replace(scaler=scaler, step=jnp.asarray(2**30, jnp.int32))
     num = jax.tree_util.tree_leaves(actors)[0].shape[0]
-    acting = jax.jit(jax.vmap(lambda actor, obs, key: algo.act(with_actor_params(template, actor), obs, key, False),
-                              in_axes=(0, 0, 0)))
+    acting = jax.jit(jax.vmap(lambda actor, obs, key: algo.act(algo.with_policy_params(template, actor), obs, key,
+                                                               False), in_axes=(0, 0, 0)))
     calls = [0]
 
     def policy(obs: np.ndarray) -> np.ndarray:
@@ -161,7 +162,7 @@ def build(run_dir: str | Path, medium_fraction: float = MEDIUM_FRACTION, replay_
     for kind, index, order in chosen:
         name = f"{task}-{kind}" + (f"-{order}" if kind == "replay" else "")
         path = zoo.save_policy(zoo_dir / "policies" / f"{name}.msgpack", algorithm=algorithm, task=task,
-                               hidden_dims=tuple(record["config"]["hidden_dims"]),
+                               config=template.config,
                                params=jax.tree_util.tree_map(lambda x: x[index], actors), scaler=scaler,
                                epsilon=epsilon)
         measured = measure(path, task, episodes, seed=2000 + seed)

@@ -1,6 +1,6 @@
 """How a run's policies fail: episode length and reward terms, nominal and under chosen perturbations.
 
-    python -m benchmarks.episode_terms RUN_DIR --perturb damping=1.4 gravity=0.15 [--episodes 2]
+    python -m tools.episode_terms RUN_DIR --perturb damping=1.4 gravity=0.15 [--episodes 2]
 
 Rolls every seed's policy (latest checkpoint, deterministic actions) for ``--episodes`` episodes per
 condition in Gymnasium envs (the evaluation's reset seeds) and prints, per condition, the mean

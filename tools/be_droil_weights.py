@@ -1,6 +1,6 @@
 """Where a trained BE-DROIL run puts its worst-case weights, by time step within the demonstrations.
 
-    python -m benchmarks.be_droil_weights RUN_DIR [RUN_DIR ...]
+    python -m tools.be_droil_weights RUN_DIR [RUN_DIR ...]
 
 For each run (its first seed's latest checkpoint) it recomputes w* on every demonstration transition
 and prints, per band of time steps, the mean weight, the mean imitation loss, and the weights the
@@ -40,7 +40,7 @@ def weights_by_time(run_dir: Path) -> str:
     state = jax.tree_util.tree_map(lambda x: x[0], states)
     config = state.config
     losses, residual, weights = (np.asarray(x) for x in be_droil.current_weights(state, every_row(device_data(dataset))))
-    tau = be_droil.tau_of(state.dual_scalars["tau_raw"])
+    tau = be_droil.tau_of(state.dual.params["tau_raw"])
     steps = dataset.time_steps
     profile = balance_profile(steps, dataset.num_episodes, config.gamma, config.initial_states)
     lines = [f"### {run_dir} (seed {record['seeds'][0]}, initial_states={config.initial_states}, rho={config.rho}, "

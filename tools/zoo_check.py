@@ -1,13 +1,13 @@
 """Checks of the shipped behaviour-policy zoo (issue acceptance: returns reproduce the manifest).
 
-    python -m benchmarks.zoo_check                    # every zoo policy, 10 fresh episodes each
-    python -m benchmarks.zoo_check --datasets 100000  # also generate medium and expert data per task
+    python -m tools.zoo_check                    # every zoo policy, 10 fresh episodes each
+    python -m tools.zoo_check --datasets 100000  # also generate medium and expert data per task
 
 For every policy: its stochastic return over 10 episodes with evaluation seeds other than the
 manifest's, against the manifest's mean (pass: within 10 %), and the gap as a share of the random-to-expert range (the
 relative gap of a near-random snapshot, whose return is near 0, means little). With --datasets N: the mean episode
 return of a freshly generated medium / expert dataset of N transitions against the manifest, and
-the seconds the generation took. Writes benchmarks/results/zoo-check.json and prints a table.
+the seconds the generation took. Writes tools/results/zoo-check.json and prints a table.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--datasets", type=int, default=0, help="transitions per generated dataset (0: skip)")
     parser.add_argument("--tasks", default="", help="comma-separated tasks (default: all in the zoo)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/zoo-check.json"))
+    parser.add_argument("--out", type=Path, default=Path("tools/results/zoo-check.json"))
     args = parser.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t] or sorted({e.task for e in zoo.manifest()})
     rows, datasets = [], []

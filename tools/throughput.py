@@ -1,12 +1,14 @@
 """Throughput benchmark (performance.md): updates/s and FLOP utilisation per algorithm, seeds under
 vmap against sequential runs, sweep evaluation against a one-env loop, peak memory for 1M transitions.
 
-    python -m benchmarks.throughput            # full profile, writes benchmarks/results/throughput-<host>.json
-    python -m benchmarks.throughput --quick    # a few minutes
-    python -m benchmarks.throughput --smoke    # seconds: what the test suite runs
+    python -m tools.throughput            # full profile, writes tools/results/throughput-<host>.json
+    python -m tools.throughput --quick    # a few minutes
+    python -m tools.throughput --smoke    # seconds: what the test suite runs
 
-Utilisation = analytic FLOPs per update x updates/s / the float32 matmul peak measured in the same
-process a few seconds before. Absolute numbers vary by machine; quote the ratios.
+Utilisation = FLOPs per update (XLA's cost analysis of the compiled update) x updates/s / the float32
+matmul peak measured in the same process a few seconds before. For offline algorithms it also runs
+``drorl.train.train`` at two lengths and reports the loop's rate against the in-process one
+(``train_loop_fraction``). Absolute numbers vary by machine; quote the ratios.
 """
 
 from __future__ import annotations
@@ -32,18 +34,18 @@ from drorl import algos
 from drorl.algos.base import Spec
 from drorl.data.dataset import Dataset
 from drorl.io_utils import write_json_atomic
-from drorl.train import device_data, init_states, make_train_chunk, policy_fn
+from drorl.train import batch_sampler, device_data, init_states, make_train_chunk, policy_fn
 
 PROFILES = {
     # call_seconds: each algorithm's compiled call runs as many updates (between min_updates and
     # max_updates) as take about this long at 60 % of the matmul peak (analytic FLOPs), so a 2 GFLOP
     # BCQ update and a 0.1 GFLOP BC update cost the benchmark the same time; calls: timed calls.
     "smoke": dict(call_seconds=0.0, min_updates=20, max_updates=20, calls=2, matmul=(256,), eval_points=1,
-                  eval_episodes=1, max_steps=50, seeds=2),
+                  eval_episodes=1, max_steps=50, seeds=2, loop_calls=(1, 2)),
     "quick": dict(call_seconds=0.5, min_updates=20, max_updates=1000, calls=5, matmul=(256, 1024), eval_points=9,
-                  eval_episodes=10, max_steps=1000, seeds=5),
+                  eval_episodes=10, max_steps=1000, seeds=5, loop_calls=(2, 10)),
     "full": dict(call_seconds=1.5, min_updates=50, max_updates=5000, calls=5, matmul=(256, 1024, 2048),
-                 eval_points=9, eval_episodes=20, max_steps=1000, seeds=5),
+                 eval_points=9, eval_episodes=20, max_steps=1000, seeds=5, loop_calls=(2, 10)),
 }
 EXPECTED_UTILISATION = 0.6  # only sizes the calls; the measured utilisation is what is reported
 # Hopper-sized problems: 11 observations, 3 actions.
@@ -99,61 +101,17 @@ def batched_matmul_ceiling(n: int = 256, batch: int = 5) -> dict[str, float]:
             "ceiling": t_single * batch / t_batched, "n": n, "batch": batch}
 
 
-def mlp_flops(dims: list[int]) -> int:
-    """Multiply-adds x 2 of one forward pass of an MLP with layer widths ``dims`` (one sample)."""
-    return 2 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
-
-
-def analytic_flops(name: str, config: Any) -> float:
-    """FLOPs of one update, counting a training pass (forward + backward) as 3 forward passes."""
-    if name in ("bc", "drbc", "be-droil"):
-        out = ACT_DIM if config.policy == "deterministic" else 2 * ACT_DIM
-        policy = mlp_flops([OBS_DIM, *config.hidden_dims, out])
-        if name != "be-droil":
-            return 3.0 * config.batch_size * policy
-        q = mlp_flops([OBS_DIM + ACT_DIM, *config.q_hidden_dims, 1])
-        # policy trained (3x) + its loss before the dual step + pi(s') (forward); Q trained at (s, a),
-        # (s', a') and (s0, a0) (3x each) and evaluated again at (s, a), (s', a') for the new weights.
-        return config.batch_size * (5 * policy + 11 * q)
-    if name == "sac":
-        critic = mlp_flops([OBS_DIM + ACT_DIM, *config.hidden_dims, 1]) * config.num_critics
-        actor = mlp_flops([OBS_DIM, *config.hidden_dims, 2 * ACT_DIM])
-        # critic step: target critics + actor at s' (forward), critics trained (3x);
-        # actor step: actor trained (3x), critics forward + backward to the actions (~2x).
-        return config.batch_size * ((critic + actor) + 3 * critic + 3 * actor + 2 * critic)
-    if name == "bcq-ovr":
-        from drorl.algos.ovr import _base_config
-
-        base = analytic_flops("bcq", _base_config(config))
-        nu = mlp_flops([OBS_DIM + ACT_DIM, *config.dice_hidden_dims, 1])
-        dec = mlp_flops([OBS_DIM + 2 * ACT_DIM, *config.vae_hidden_dims, ACT_DIM])
-        actor = mlp_flops([OBS_DIM + ACT_DIM, *config.hidden_dims, ACT_DIM])
-        critic = mlp_flops([OBS_DIM + ACT_DIM, *config.hidden_dims, 1])
-        # BCQ's update + its acting at s' and s0 (n candidates each) + DualDICE: nu at three inputs and
-        # zeta trained (3x each), then zeta once more for the ratios.
-        acting = 2 * config.num_samples * (dec + actor + critic)
-        return base + config.batch_size * (acting + 3 * 3 * nu + 3 * nu + nu)
-    if name == "bcq":
-        latent = 2 * ACT_DIM
-        enc = mlp_flops([OBS_DIM + ACT_DIM, *config.vae_hidden_dims, 2 * latent])
-        dec = mlp_flops([OBS_DIM + latent, *config.vae_hidden_dims, ACT_DIM])
-        actor = mlp_flops([OBS_DIM + ACT_DIM, *config.hidden_dims, ACT_DIM])
-        critic = mlp_flops([OBS_DIM + ACT_DIM, *config.hidden_dims, 1])
-        n = config.num_samples
-        # VAE trained (3x); n decoded, perturbed next actions scored by 2 target critics; 2 critics
-        # trained (3x); actor step: decode, actor trained (3x), critic 1 forward + backward (~2x).
-        return config.batch_size * (3 * (enc + dec) + n * (dec + actor + 2 * critic) + 6 * critic
-                                    + dec + 3 * actor + 2 * critic)
-    if name == "dualdice":
-        net = mlp_flops([OBS_DIM + ACT_DIM, *config.hidden_dims, 1])
-        policy = mlp_flops([OBS_DIM, 256, 256, 2 * ACT_DIM])
-        # the target policy sampled at s' and s0 (forward); nu at three inputs and zeta at one, trained (3x).
-        return config.batch_size * (2 * policy + 3 * 3 * net + 3 * net)
-    if name == "dqn":
-        q_net = mlp_flops([OBS_DIM, *config.hidden_dims, 2])
-        # Q trained (3x) plus online and target networks forward at s' (double-Q target).
-        return config.batch_size * 5 * q_net
-    raise KeyError(f"no FLOP count for {name!r}: add it to analytic_flops")
+def update_flops(algo: Any, config: Any, spec: Spec, data: dict) -> float:
+    """FLOPs of one update from XLA's cost analysis of the compiled update (one seed, one batch drawn
+    as the loop draws it). The whole update, optimiser and elementwise work included; a scan's body
+    would be counted once whatever its length, so the update is compiled on its own."""
+    states, rngs = init_states(algo, config, spec, [0])
+    state = jax.tree_util.tree_map(lambda x: x[0], states)
+    batch = jax.jit(batch_sampler(algo))(data, state, rngs[0])
+    compiled = jax.jit(algo.update).lower(state, batch, rngs[0]).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis["flops"])
 
 
 def synthetic_dataset(n: int, seed: int = 0) -> Dataset:
@@ -174,15 +132,16 @@ def updates_per_call(flops: float, peak_gflops: float, profile: dict) -> int:
 
 
 def benchmarked_algorithm(name: str) -> tuple[Any, Any]:
-    """The module-like object the training loop calls, and its config. DualDICE is benchmarked as an
-    off-policy evaluator of a small tanh-Gaussian policy sampled inside the program."""
-    if name != "dualdice":
+    """The module-like object the training loop calls, and its config. An estimator (DualDICE) is
+    benchmarked as an off-policy evaluator of a small tanh-Gaussian policy sampled inside the program."""
+    if algos.entry(name).kind != "estimator":
         algo = algos.get(name)
         return algo, algo.Config()
     from types import SimpleNamespace
 
     from drorl.algos import dualdice
     from drorl.nn.policies import TanhGaussianPolicy, tanh_gaussian_sample
+    from drorl.ope import for_target_policy
 
     policy = TanhGaussianPolicy((256, 256), ACT_DIM)
     params = policy.init(jax.random.PRNGKey(0), jnp.zeros((1, OBS_DIM)))
@@ -190,21 +149,21 @@ def benchmarked_algorithm(name: str) -> tuple[Any, Any]:
     def target_policy(obs, key):
         return tanh_gaussian_sample(*policy.apply(params, obs), key)
 
-    return SimpleNamespace(init=dualdice.init, **vars(dualdice.for_target_policy(target_policy))), dualdice.Config()
+    return SimpleNamespace(init=dualdice.init, **vars(for_target_policy(target_policy))), dualdice.Config()
 
 
 def bench_algorithm(name: str, profile: dict, peak: float, dataset: Dataset) -> dict[str, Any]:
     algo, config = benchmarked_algorithm(name)
-    spec = Spec.from_dataset(dataset)
+    spec = Spec.from_dataset(dataset, num_actions=2 if "discrete" in algos.entry(name).action_spaces else None)
     data = device_data(dataset)
-    flops = analytic_flops(name, config)
+    flops = update_flops(algo, config, spec, data)
     k, calls, n_seeds = updates_per_call(flops, peak, profile), profile["calls"], profile["seeds"]
 
     def runner(seeds: list[int]) -> tuple[Callable[[], Any], float]:
         """A call running k updates for ``seeds``, and the seconds its compilation took."""
         carry = list(init_states(algo, config, spec, seeds))
         start = time.perf_counter()
-        chunk = make_train_chunk(algo, config.batch_size, k).lower(*carry, data).compile()
+        chunk = make_train_chunk(algo, k).lower(*carry, data).compile()
         compile_seconds = time.perf_counter() - start
 
         def call():
@@ -217,13 +176,37 @@ def bench_algorithm(name: str, profile: dict, peak: float, dataset: Dataset) -> 
     single = timed(one, calls)
     many = timed(runner(list(range(n_seeds)))[0], calls)
     ups = k / single
-    return {
-        "algorithm": name, "batch_size": config.batch_size, "flops_per_update": flops, "updates_per_call": k,
+    row = {
+        "algorithm": name, "flops_per_update": flops, "updates_per_call": k,
         "updates_per_s": ups, "gflops": flops * ups / 1e9, "utilisation": flops * ups / 1e9 / peak,
         "compile_s": compile_seconds,
         "seeds": n_seeds, "vmap_updates_per_s": n_seeds * k / many,
         "sequential_updates_per_s": ups, "vmap_speedup": (n_seeds * k / many) / ups,
     }
+    if algos.entry(name).kind == "offline":
+        row.update(train_loop_rate(name, config, dataset, k, profile))
+        row["train_loop_fraction"] = row["train_loop_updates_per_s"] / ups
+    return row
+
+
+def train_loop_rate(name: str, config: Any, dataset: Dataset, k: int, profile: dict) -> dict[str, float]:
+    """Updates/s of a real ``drorl.train.train`` run (one seed, k updates per call, metrics, checkpoints
+    and progress as a user's run has them), from the difference of two run lengths so that start-up and
+    compilation cancel."""
+    import tempfile
+
+    from drorl.train import RunSettings, train
+
+    short, long = profile["loop_calls"]
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for calls in (short, long):
+            settings = RunSettings(steps=calls * k, seeds=(0,), updates_per_call=k, checkpoint_every=10_000)
+            start = time.perf_counter()
+            train(name, dataset, Path(tmp) / f"run{calls}", settings, config=config, progress=False)
+            seconds[calls] = time.perf_counter() - start
+    return {"train_loop_updates_per_s": (long - short) * k / (seconds[long] - seconds[short]),
+            "train_loop_runs": [short * k, long * k]}
 
 
 def bench_evaluation(profile: dict) -> dict[str, Any]:
@@ -260,7 +243,7 @@ def memory_probe() -> None:
     config = algo.Config()
     data = device_data(dataset)
     carry = init_states(algo, config, Spec.from_dataset(dataset), [0, 1, 2, 3, 4])
-    chunk = make_train_chunk(algo, config.batch_size, 100)
+    chunk = make_train_chunk(algo, 100)
     jax.block_until_ready(chunk(*carry, data))
     print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
@@ -275,7 +258,7 @@ def peak_rss_mb() -> float:
 
 
 def bench_memory() -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--memory-probe"],
+    out = subprocess.run([sys.executable, "-m", "tools.throughput", "--memory-probe"],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -284,8 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the quick profile (a few minutes)")
     parser.add_argument("--smoke", action="store_true", help="seconds; checks that everything runs")
-    parser.add_argument("--algos", default=",".join([*algos.names(), "dualdice"]),
-                        help="comma-separated algorithm names (registered ones and dualdice)")
+    parser.add_argument("--algos", default=",".join(algos.names()), help="comma-separated registered algorithms")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -308,13 +290,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     table = Table(title=f"throughput ({name}; matmul peak {peak['peak']:.0f} GFLOP/s on {result['machine']['cpu']})")
     for col in ("algorithm", "updates/s", "GFLOP/s", "utilisation", "compile s", f"vmap x{profile['seeds']}",
-                "vmap bound"):
+                "vmap bound", "drorl train"):
         table.add_column(col, justify="right")
     for r in rows:
         r["vmap_bound"] = ceiling["batched_gflops"] / r["gflops"]
+        loop = f"{100 * r['train_loop_fraction']:.0f} %" if "train_loop_fraction" in r else "-"
         table.add_row(r["algorithm"], f"{r['updates_per_s']:,.0f}", f"{r['gflops']:.1f}",
                       f"{100 * r['utilisation']:.0f} %", f"{r['compile_s']:.2f}", f"{r['vmap_speedup']:.2f}x",
-                      f"{r['vmap_bound']:.2f}x")
+                      f"{r['vmap_bound']:.2f}x", loop)
     console.print(table)
     console.print(f"vmap ceiling: {ceiling['batch']} batched {ceiling['n']}x{ceiling['n']} products run at "
                   f"{ceiling['batched_gflops']:.0f} GFLOP/s (one alone: {ceiling['single_gflops']:.0f}); the most "
@@ -323,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{evaluation['one_env_episodes_per_s']:.2f} one-env ({evaluation['speedup']:.1f}x)")
     if memory:
         console.print(f"peak memory, 1M transitions + 5-seed BC: {memory['peak_rss_mb']:.0f} MB")
-    out = args.out or Path("benchmarks/results") / f"throughput-{name}.json"
+    out = args.out or Path("tools/results") / f"throughput-{name}.json"
     write_json_atomic(out, result)
     console.print(f"wrote {out}")
     return result

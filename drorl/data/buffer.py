@@ -1,0 +1,65 @@
+"""A ring buffer of transitions that lives inside a pytree: the online loop's replay buffer, and a
+store an algorithm can keep in its own state (model rollouts written every K updates with
+``lax.cond``) and sample inside a compiled program.
+
+``insert`` and ``sample`` are pure and jittable; the buffer's arrays are donated by the callers that
+own it, so an insert does not copy the whole buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+TRANSITION_COLUMNS = ("observations", "actions", "rewards", "next_observations", "terminals")
+
+
+@flax.struct.dataclass
+class RingBuffer:
+    """``columns`` share a leading capacity axis; ``size`` rows are filled; the next write goes to ``cursor``."""
+
+    columns: dict[str, jax.Array]
+    size: jax.Array
+    cursor: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        return next(iter(self.columns.values())).shape[0]
+
+
+def empty(capacity: int, obs_dim: int, act_dim: int, extra: Sequence[str] = ()) -> RingBuffer:
+    """Room for ``capacity`` transitions (float32); ``extra`` adds scalar columns, e.g. ``("costs",)``."""
+    columns = {"observations": jnp.zeros((capacity, obs_dim), jnp.float32),
+               "actions": jnp.zeros((capacity, act_dim), jnp.float32),
+               "rewards": jnp.zeros((capacity,), jnp.float32),
+               "next_observations": jnp.zeros((capacity, obs_dim), jnp.float32),
+               "terminals": jnp.zeros((capacity,), jnp.float32)}
+    columns.update({name: jnp.zeros((capacity,), jnp.float32) for name in extra})
+    return RingBuffer(columns, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def insert(buffer: RingBuffer, rows: dict[str, jax.Array]) -> RingBuffer:
+    """Write ``rows`` (every column, same leading length) at the cursor, overwriting the oldest."""
+    capacity = buffer.capacity
+    count = next(iter(rows.values())).shape[0]
+    index = (buffer.cursor + jnp.arange(count)) % capacity
+    columns = {k: v.at[index].set(rows[k].astype(v.dtype)) for k, v in buffer.columns.items()}
+    return RingBuffer(columns, jnp.minimum(buffer.size + count, capacity), (buffer.cursor + count) % capacity)
+
+
+def sample(buffer: RingBuffer, key: jax.Array, batch_size: int) -> dict[str, jax.Array]:
+    """``batch_size`` rows drawn uniformly from the filled part."""
+    rows = jax.random.randint(key, (batch_size,), 0, buffer.size)
+    return {k: v[rows] for k, v in buffer.columns.items()}
+
+
+def mixed_batch(real: dict[str, jax.Array], model: dict[str, jax.Array], real_fraction: float
+                ) -> dict[str, jax.Array]:
+    """The first ``round(real_fraction * B)`` rows of ``real`` followed by the rest from ``model``
+    (both batches of size B, the keys both have), so the mix has B rows at a fixed ratio."""
+    size = next(iter(real.values())).shape[0]
+    n_real = int(round(real_fraction * size))
+    return {k: jnp.concatenate([real[k][:n_real], model[k][: size - n_real]]) for k in real if k in model}
