@@ -7,6 +7,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -15,7 +16,7 @@ from drorl.algos import bc
 from drorl.algos.base import Spec
 from drorl.data.dataset import Dataset
 from drorl.data.hdf5 import write_hdf5
-from drorl.train import RunSettings, init_states, load_states, train
+from drorl.train import RunSettings, init_states, load_states, policy_fn, train
 
 from conftest import make_arrays
 
@@ -152,3 +153,35 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     lines = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
     assert sorted((x["step"], x["seed"]) for x in lines) == [(s, seed) for s in range(100, 3001, 100)
                                                             for seed in (0, 1)]
+
+
+def test_library_train_takes_the_action_box_from_the_datasets_task(tmp_path):
+    """train() without a spec reads the dataset's task: inverted pendulum's actions span [-3, 3], not
+    [-1, 1], so a policy trained through the library path can use its whole range."""
+    arrays = make_arrays(n=400, obs_dim=4, act_dim=1)
+    arrays["actions"] = 3.0 * arrays["actions"]
+    ds = Dataset.from_arrays(arrays, metadata={"env": "inverted-pendulum"})
+    states, run = train("bc", ds, tmp_path / "r", RunSettings(steps=20, seeds=(0,), updates_per_call=20),
+                        progress=False)
+    spec = json.loads((run / "config.json").read_text())["spec"]
+    assert spec["action_low"] == [-3.0] and spec["action_high"] == [3.0] and spec["task"] == "inverted-pendulum"
+    assert float(states.scaler.action_high[0, 0]) == 3.0
+
+
+def test_evaluation_keys_differ_between_calls_and_seeds(tmp_path, small_dataset):
+    """policy_fn folds the call and the seed into the acting key: BCQ (which samples candidates even when
+    acting "deterministically") acts differently on repeated calls; BC does not depend on the key."""
+    from drorl.algos import bcq
+
+    config = bcq.Config(vae_hidden_dims=(16,), hidden_dims=(16,))
+    states, _ = init_states(bcq, config, Spec.from_dataset(small_dataset), [0, 1])
+    obs = np.repeat(small_dataset.observations[None, :8], 2, axis=0)
+    policy = policy_fn(bcq, states)
+    first, second = policy(obs), policy(obs)
+    assert not np.array_equal(first, second)
+    same_states = jax.tree_util.tree_map(lambda x: jnp.stack([x[0], x[0]]), states)
+    both = policy_fn(bcq, same_states)(obs)
+    assert not np.array_equal(both[0], both[1])  # the two seeds' keys differ
+    bc_states, _ = init_states(bc, bc.Config(), Spec.from_dataset(small_dataset), [0])
+    bc_policy = policy_fn(bc, bc_states)
+    np.testing.assert_array_equal(bc_policy(obs[:1]), bc_policy(obs[:1]))

@@ -64,6 +64,9 @@ class Config:
         balance: keep the balance equation (False: the "Q = 0" ablation).
         q_hidden_dims: widths of Q's hidden layers.
         q_lr: Adam learning rate of Q (and of lambda without the balance equation).
+        q_weight_decay: decoupled weight decay of Q's parameters (AdamW; 0: plain Adam). A smaller Q class
+            leaves the balance equation less exactly enforced, which is where the adversary's room to
+            reweight distinct demonstration states comes from (docs/results/be-droil-capacity.md).
         tau_lr: Adam learning rate of the raw temperature.
         init_tau: initial tau.
         max_weight: cap on w* (SoftTV's inverse derivative diverges at y = 1/2).
@@ -84,6 +87,7 @@ class Config:
     balance: bool = True
     q_hidden_dims: tuple[int, ...] = (256, 256)
     q_lr: float = 3e-4
+    q_weight_decay: float = 0.0
     tau_lr: float = 1e-3
     init_tau: float = 1.0
     max_weight: float = 10.0
@@ -110,7 +114,9 @@ def _inverse_softplus(x: float) -> jnp.ndarray:
 
 
 def _dual_optimizer(config: Config) -> optax.GradientTransformation:
-    return optax.multi_transform({"q": optax.adam(config.q_lr), "tau_raw": optax.adam(config.tau_lr),
+    q_optimizer = (optax.adamw(config.q_lr, weight_decay=config.q_weight_decay) if config.q_weight_decay > 0
+                   else optax.adam(config.q_lr))
+    return optax.multi_transform({"q": q_optimizer, "tau_raw": optax.adam(config.tau_lr),
                                   "lam": optax.adam(config.q_lr)}, {"q": "q", "tau_raw": "tau_raw", "lam": "lam"})
 
 

@@ -115,14 +115,17 @@ def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, 
                        progress: bool = True) -> dict[str, Any]:
     """Train (or resume) ``algorithm`` on ``dataset`` for every seed at once, then evaluate on ``task``
     (nominal, and along each perturbation family): the content of the run's eval.json, which is
-    reused when it already exists. Training and evaluation show their own progress (rows under the
-    benchmark's bar; plain lines in a log)."""
+    reused, without loading the run, when it already exists. Training and evaluation show their own
+    progress (rows under the benchmark's bar; plain lines in a log)."""
     from drorl import algos
     from drorl.algos.base import replace_config
     from drorl.evaluate import evaluate_sweeps, write_eval_json
     from drorl.scores import reference_scores, spec_for
     from drorl.train import RunSettings, policy_fn, train
 
+    eval_path = Path(run_dir) / "eval.json"
+    if eval_path.is_file():  # a finished run (possibly by an earlier drorl): nothing to train or evaluate
+        return json.loads(eval_path.read_text())
     algo = algos.get(algorithm, "offline")
     config = replace_config(algo.Config(), overrides, option="benchmark override")
     settings = RunSettings(steps=steps, seeds=tuple(seeds), updates_per_call=min(1000, steps),
@@ -130,9 +133,6 @@ def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, 
     states, run_dir = train(algorithm, dataset, run_dir, settings, config=config, spec=spec_for(dataset, task),
                             dataset_id=dataset_id, progress=progress,
                             description=f"{task} {label or algorithm} x{len(seeds)} seeds")
-    eval_path = run_dir / "eval.json"
-    if eval_path.is_file():
-        return json.loads(eval_path.read_text())
     ref_min, ref_max, source = reference_scores(dataset.metadata, task)
     result = evaluate_sweeps(policy_fn(algo, states), len(seeds), task, list(families), episodes,
                              ref_min=ref_min, ref_max=ref_max, reference_source=source, progress=progress)

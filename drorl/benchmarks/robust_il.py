@@ -75,6 +75,17 @@ PROFILES = {
     "halfcheetah-rate": dataclasses.replace(FULL, tasks=("halfcheetah",),
                                             variants=(("BC lr=1e-5", "bc", {"policy.lr": 1e-5}),
                                                       ("BE-DROIL lr=1e-5", "be-droil", {"policy.lr": 1e-5}), *MAIN)),
+    # How the Q class shapes the adversary's room (issue 17): Q width, weight decay on Q, and rho, under the
+    # discounted occupancy; BC as the reference. Diagnostics per variant come from the runs' metrics.
+    "capacity": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5,
+                        variants=(("BE-DROIL Q16", "be-droil", {"q_hidden_dims": (16, 16)}),
+                                  ("BE-DROIL Q64", "be-droil", {"q_hidden_dims": (64, 64)}),
+                                  ("BE-DROIL", "be-droil", {}),
+                                  ("BE-DROIL wd=1e-2", "be-droil", {"q_weight_decay": 1e-2}),
+                                  ("BE-DROIL rho=0.1", "be-droil", {"rho": 0.1}),
+                                  ("BE-DROIL rho=0.7", "be-droil", {"rho": 0.7}),
+                                  ("BE-DROIL uniform", "be-droil", {"occupancy": "uniform"}),
+                                  ("BC", "bc", {}))),
     # BC weighted by the time profile alone that BE-DROIL's balance equation pins (its own gamma)
     "time-weighting": Profile(("hopper",), ("gravity", "damping"), (0, 1, 2), steps=20_000, episodes=5,
                               variants=(("BE-DROIL", "be-droil", {}),
