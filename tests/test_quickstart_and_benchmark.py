@@ -17,8 +17,13 @@ def test_quickstart_in_miniature(tmp_path, capsys):
 def test_throughput_benchmark_smoke(tmp_path):
     from tools.throughput import main
 
-    result = main(["--smoke", "--out", str(tmp_path / "t.json")])
-    row = result["algorithms"][0]
-    assert row["algorithm"] == "bc" and row["updates_per_s"] > 0 and 0 < row["utilisation"]
+    result = main(["--smoke", "--algos", "bc,dqn,dualdice", "--out", str(tmp_path / "t.json")])
+    rows = {r["algorithm"]: r for r in result["algorithms"]}
+    assert set(rows) == {"bc", "dqn", "dualdice"}
+    for row in rows.values():  # FLOPs from XLA's cost analysis, one per compiled update
+        assert row["updates_per_s"] > 0 and row["flops_per_update"] > 0 and 0 < row["utilisation"]
+    # a BC update on a batch of 256 does at least its 256-256 policy's forward and weight-gradient matmuls
+    assert rows["bc"]["flops_per_update"] > 2 * 2 * 256 * (11 * 256 + 256 * 256 + 256 * 3)
+    assert rows["bc"]["train_loop_updates_per_s"] > 0 and "train_loop_fraction" not in rows["dqn"]
     assert result["evaluation"]["same_returns"]
     assert json.loads((tmp_path / "t.json").read_text())["profile"] == "smoke"
