@@ -205,7 +205,8 @@ def train_loop_rate(name: str, config: Any, dataset: Dataset, k: int, profile: d
             start = time.perf_counter()
             train(name, dataset, Path(tmp) / f"run{calls}", settings, config=config, progress=False)
             seconds[calls] = time.perf_counter() - start
-    return {"train_loop_updates_per_s": (long - short) * k / (seconds[long] - seconds[short]),
+    extra = seconds[long] - seconds[short]  # at smoke sizes noise can exceed the extra work: no rate then
+    return {"train_loop_updates_per_s": (long - short) * k / extra if extra > 0 else float("nan"),
             "train_loop_runs": [short * k, long * k]}
 
 
