@@ -32,7 +32,6 @@ from drorl.scores import spec_for, task_of
 
 
 device_data = device_arrays
-sample_batch = uniform_batch
 
 
 def batch_sampler(algo: ModuleType) -> Callable:
@@ -240,5 +239,5 @@ def load_states(run_dir: str | Path) -> tuple[ModuleType, dict[str, Any], Any]:
     return algo, record, jax.tree_util.tree_map(jnp.asarray, states)
 
 
-__all__ = ["RunSettings", "train", "load_states", "policy_fn", "device_data", "sample_batch",
+__all__ = ["RunSettings", "train", "load_states", "policy_fn", "device_data", "scan_updates",
            "make_train_chunk", "init_states"]

@@ -1,6 +1,5 @@
 """A ring buffer of transitions that lives inside a pytree: the online loop's replay buffer, and a
-store an algorithm can keep in its own state (model rollouts written every K updates with
-``lax.cond``) and sample inside a compiled program.
+store an algorithm can keep in its own state and sample inside a compiled program.
 
 ``insert`` and ``sample`` are pure and jittable; the buffer's arrays are donated by the callers that
 own it, so an insert does not copy the whole buffer.
@@ -54,12 +53,3 @@ def sample(buffer: RingBuffer, key: jax.Array, batch_size: int) -> dict[str, jax
     """``batch_size`` rows drawn uniformly from the filled part."""
     rows = jax.random.randint(key, (batch_size,), 0, buffer.size)
     return {k: v[rows] for k, v in buffer.columns.items()}
-
-
-def mixed_batch(real: dict[str, jax.Array], model: dict[str, jax.Array], real_fraction: float
-                ) -> dict[str, jax.Array]:
-    """The first ``round(real_fraction * B)`` rows of ``real`` followed by the rest from ``model``
-    (both batches of size B, the keys both have), so the mix has B rows at a fixed ratio."""
-    size = next(iter(real.values())).shape[0]
-    n_real = int(round(real_fraction * size))
-    return {k: jnp.concatenate([real[k][:n_real], model[k][: size - n_real]]) for k in real if k in model}
