@@ -1,0 +1,247 @@
+"""StackelbergLearner (Zhou and Qu 2023, arXiv 2309.16188): batch policy learning as a leader-follower game.
+
+The follower, a value function q_phi, minimises a pessimistic objective: the value of the policy at the
+initial states plus lambda times the kernel Bellman loss (a U-statistic over pairs of transitions, so no
+double sampling); the leader, the policy pi_theta, ascends the total derivative of its value, which
+anticipates the follower's best response (``drorl.optim.total_derivative``: conjugate gradient on
+Hessian-vector products, beta annealed to a floor). The objectives are drorl's instantiation in
+``shared/spec/stackelberg.md``, corrections included:
+
+    q(s, pi)  = sum_a pi(a|s) q(s, a) (categorical pi), or q(s, a), a ~ pi(s) reparameterised (tanh-Gaussian pi)
+    R_i       = (1 - g) r_i / c + g (1 - terminal_i) q(s'_i, pi) - q(s_i, a_i)
+    f2        = E_{s0}[q(s0, pi)] + lambda L_K(R / (1 - g))        (follower, minimised; L_K the U-statistic)
+    f1        = E_{s0}[q(s0, pi)]  or  E_{s ~ D}[q(s, pi)]           (leader, maximised)
+
+Units (the spec's caution that lambda trades squared-reward against return units): q estimates the
+normalised value (1 - g) Q^pi / c, in per-step reward units divided by ``reward_scale`` c, and the kernel
+loss is taken on R / (1 - g), the residual in q's own units (a constant error delta in q is a residual of
+-delta on a continuing transition). That is the spec's f2 with lambda_spec = lambda / (1 - g)^2; it makes
+lambda's meaning independent of the discount and, with c the typical reward, of the task.
+
+Kernel: Gaussian RBF on (standardised state, action), actions one-hot on discrete tasks and scaled to
+[-1, 1] on continuous ones (one Gaussian on the concatenation), bandwidth by the median heuristic per
+batch. On continuous tasks a'_i ~ pi(s'_i) is drawn independently for each transition, and the noise is
+fixed within an update so that f1 and f2 are deterministic functions of (theta, phi) there.
+
+The total derivative inverts the follower's Hessian of f2 taken with the V-statistic by default (positive
+semi-definite in the residuals; the U-statistic's Hessian is indefinite on a fixed batch), plus beta I;
+the follower itself descends the unbiased U-statistic. No target networks: the kernel loss is minimised
+by its full gradient, through q(s', pi) as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, NamedTuple
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from drorl.algos.base import Scaler, Spec
+from drorl.nn.critics import Critic
+from drorl.nn.kernels import (bellman_residuals, kernel_bellman_u_statistic, kernel_bellman_v_statistic,
+                              kernel_inputs, median_bandwidth)
+from drorl.nn.mlp import MLP
+from drorl.nn.policies import TanhGaussianPolicy, tanh_gaussian_sample
+from drorl.nn.train_state import TrainState, gradient_step
+from drorl.optim import annealed_beta, total_derivative
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """StackelbergLearner hyper-parameters.
+
+    Attributes:
+        policy_hidden_dims: widths of the policy (categorical logits on discrete tasks, tanh-Gaussian on
+            continuous ones).
+        q_hidden_dims: widths of the value network q_phi(s, a).
+        policy_lr: Adam learning rate of the leader (eta_pi).
+        q_lr: Adam learning rate of the follower (eta_q).
+        gamma: discount.
+        batch_size: transitions per update (the kernel loss costs O(batch_size^2)).
+        kernel_weight: lambda, weight of the kernel Bellman loss (on residuals in q's units) against the
+            pessimism term E[q(s0, pi)]: larger is more transition-consistent and less pessimistic.
+        reward_scale: c, rewards are divided by it (the typical per-step reward: q is then O(1)).
+        cg_iters: conjugate-gradient steps (Hessian-vector products) per leader step.
+        beta_initial: the regulariser beta of (H + beta I) at the first update.
+        beta_floor: the value beta anneals to (keeps the solve defined where H is indefinite).
+        beta_half_life: updates over which beta's excess over the floor halves.
+        hessian_statistic: the kernel statistic in the f2 whose Hessian the total derivative inverts: "v"
+            (positive semi-definite in the residuals) or "u" (the follower's own loss, indefinite on a
+            fixed batch: relies on beta_floor and CG's negative-curvature stop).
+        simultaneous: the ablation in which the leader ascends grad_theta f1 only (no Stackelberg term).
+        leader_states: "initial" (f1 = E_{s0}[q(s0, pi)], the paper's) or "dataset" (f1 = E_{s~D}[q(s, pi)],
+            the spec's variant: with the initial-state objective the simultaneous ablation moves the policy
+            only at initial states).
+    """
+
+    policy_hidden_dims: tuple[int, ...] = (256, 256)
+    q_hidden_dims: tuple[int, ...] = (256, 256)
+    policy_lr: float = 3e-4
+    q_lr: float = 3e-4
+    gamma: float = 0.99
+    batch_size: int = 256
+    kernel_weight: float = 10.0
+    reward_scale: float = 1.0
+    cg_iters: int = 10
+    beta_initial: float = 1.0
+    beta_floor: float = 0.01
+    beta_half_life: float = 5_000.0
+    hessian_statistic: Literal["v", "u"] = "v"
+    simultaneous: bool = False
+    leader_states: Literal["initial", "dataset"] = "initial"
+
+
+@flax.struct.dataclass
+class State:
+    policy: TrainState
+    q: TrainState
+    scaler: Scaler
+    step: jnp.ndarray
+    config: Config = flax.struct.field(pytree_node=False)
+    act_dim: int = flax.struct.field(pytree_node=False)
+    num_actions: int | None = flax.struct.field(pytree_node=False)
+
+
+class Networks(NamedTuple):
+    """The leader's and the follower's networks; ``num_actions`` is None on continuous tasks."""
+
+    policy: nn.Module
+    q: nn.Module
+    num_actions: int | None
+
+
+def networks(config: Config, act_dim: int, num_actions: int | None) -> Networks:
+    if num_actions is None:
+        return Networks(TanhGaussianPolicy(config.policy_hidden_dims, act_dim), Critic(config.q_hidden_dims), None)
+    return Networks(MLP(config.policy_hidden_dims, num_actions), MLP(config.q_hidden_dims, num_actions),
+                    num_actions)
+
+
+def init(config: Config, spec: Spec, key: jax.Array) -> State:
+    nets = networks(config, spec.act_dim, spec.num_actions)
+    k_policy, k_q = jax.random.split(key)
+    obs = jnp.zeros((1, spec.obs_dim), jnp.float32)
+    q_args = (obs,) if spec.num_actions is not None else (obs, jnp.zeros((1, spec.act_dim), jnp.float32))
+    return State(policy=TrainState.create(nets.policy.init(k_policy, obs), optax.adam(config.policy_lr)),
+                 q=TrainState.create(nets.q.init(k_q, *q_args), optax.adam(config.q_lr)),
+                 scaler=Scaler.from_spec(spec), step=jnp.zeros((), jnp.int32), config=config,
+                 act_dim=spec.act_dim, num_actions=spec.num_actions)
+
+
+def q_of_actions(nets: Networks, phi: Any, obs: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
+    """q(s, a) for given actions: integer indices (n,) on discrete tasks, unit actions (n, A) otherwise."""
+    if nets.num_actions is None:
+        return nets.q.apply(phi, obs, actions)
+    return jnp.take_along_axis(nets.q.apply(phi, obs), actions[:, None], axis=-1)[:, 0]
+
+
+def policy_value(nets: Networks, theta: Any, phi: Any, obs: jnp.ndarray, noise: jnp.ndarray) -> jnp.ndarray:
+    """q(s, pi) per state: sum_a pi(a|s) q(s, a) exactly (categorical), or q(s, tanh(mu + sigma noise)) with
+    the given standard normal ``noise`` (tanh-Gaussian, reparameterised so that theta gets a gradient)."""
+    if nets.num_actions is None:
+        mean, log_std = nets.policy.apply(theta, obs)
+        return nets.q.apply(phi, obs, jnp.tanh(mean + jnp.exp(log_std) * noise))
+    probs = jax.nn.softmax(nets.policy.apply(theta, obs), axis=-1)
+    return jnp.sum(probs * nets.q.apply(phi, obs), axis=-1)
+
+
+def normalised_residuals(rewards: jnp.ndarray, terminals: jnp.ndarray, next_values: jnp.ndarray,
+                         q_taken: jnp.ndarray, gamma: float, reward_scale: float) -> jnp.ndarray:
+    """R_i / (1 - g), R_i = (1 - g) r_i / c + g (1 - terminal_i) q(s'_i, pi) - q(s_i, a_i): the spec's
+    residual ("Objectives", with the corrections' terminal mask) for q = (1 - g) Q / c, in q's units."""
+    scaled_rewards = (1.0 - gamma) * rewards / reward_scale
+    return bellman_residuals(scaled_rewards, terminals, next_values, q_taken, gamma) / (1.0 - gamma)
+
+
+def follower_objective(initial_values: jnp.ndarray, kernel_loss: jnp.ndarray, kernel_weight: float) -> jnp.ndarray:
+    """f2 = E_{s0}[q(s0, pi)] + lambda L_K(q; pi): the spec's pessimistic follower (the Lagrangian of
+    min E q(s0, pi) subject to L_K <= eps; the paper's transition-consistent pessimism)."""
+    return jnp.mean(initial_values) + kernel_weight * kernel_loss
+
+
+def leader_objective(values: jnp.ndarray) -> jnp.ndarray:
+    """f1 = E[q(s, pi)] over the leader's states (initial states in the spec, dataset states in its
+    corrections' variant), maximised by the leader."""
+    return jnp.mean(values)
+
+
+KERNEL_STATISTICS = {"u": kernel_bellman_u_statistic, "v": kernel_bellman_v_statistic}
+
+
+def _inputs(state: State, batch: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+    """The batch standardised, actions as indices (discrete) or in [-1, 1] (continuous), kernel inputs."""
+    obs = state.scaler.observation(batch["observations"])
+    if state.num_actions is None:
+        actions = state.scaler.to_unit_action(batch["actions"])
+    else:
+        actions = batch["actions"][:, 0].astype(jnp.int32)
+    x = kernel_inputs(obs, actions, state.num_actions)
+    return {"obs": obs, "actions": actions, "next_obs": state.scaler.observation(batch["next_observations"]),
+            "initial_obs": state.scaler.observation(batch["initial_observations"]),
+            "rewards": batch["rewards"], "terminals": batch["terminals"], "kernel_inputs": x,
+            "bandwidth": median_bandwidth(x)}
+
+
+def game_terms(state: State, theta: Any, phi: Any, data: dict[str, jnp.ndarray], noise: jnp.ndarray,
+               statistic: str) -> dict[str, jnp.ndarray]:
+    """Both players' terms at (theta, phi) on one batch: initial value, kernel loss and leader value."""
+    config = state.config
+    nets = networks(config, state.act_dim, state.num_actions)
+    next_values = policy_value(nets, theta, phi, data["next_obs"], noise[0])
+    residuals = normalised_residuals(data["rewards"], data["terminals"], next_values,
+                                     q_of_actions(nets, phi, data["obs"], data["actions"]), config.gamma,
+                                     config.reward_scale)
+    initial_values = policy_value(nets, theta, phi, data["initial_obs"], noise[1])
+    leader_values = (initial_values if config.leader_states == "initial"
+                     else policy_value(nets, theta, phi, data["obs"], noise[2]))
+    kernel_loss = KERNEL_STATISTICS[statistic](residuals, data["kernel_inputs"], data["bandwidth"])
+    return {"initial_values": initial_values, "kernel_loss": kernel_loss, "leader_values": leader_values}
+
+
+def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
+    config = state.config
+    data = _inputs(state, batch)
+    noise = jax.random.normal(key, (3, config.batch_size, state.act_dim))  # read on continuous tasks only
+
+    def f2(theta, phi, statistic="u"):
+        terms = game_terms(state, theta, phi, data, noise, statistic)
+        return follower_objective(terms["initial_values"], terms["kernel_loss"], config.kernel_weight), terms
+
+    def f1(theta, phi):
+        return leader_objective(game_terms(state, theta, phi, data, noise, "u")["leader_values"])
+
+    theta = state.policy.params
+    q, (follower_loss, terms), _ = gradient_step(state.q, lambda phi: f2(theta, phi), has_aux=True)
+    metrics = {"follower_objective": follower_loss, "kernel_loss": terms["kernel_loss"],
+               "initial_value": jnp.mean(terms["initial_values"]),
+               "leader_objective": leader_objective(terms["leader_values"])}
+    if config.simultaneous:
+        grad = jax.grad(f1)(theta, q.params)
+    else:
+        beta = annealed_beta(state.step, initial=config.beta_initial, floor=config.beta_floor,
+                             half_life=config.beta_half_life)
+        result = total_derivative(f1, lambda t, p: f2(t, p, config.hessian_statistic)[0], theta, q.params,
+                                  beta=beta, max_iters=config.cg_iters)
+        grad = result.grad
+        metrics |= {"beta": beta, "cg_iterations": result.cg.iterations.astype(jnp.float32),
+                    "cg_negative_curvature": result.cg.negative_curvature.astype(jnp.float32)}
+    policy = state.policy.apply_gradients(jax.tree.map(jnp.negative, grad))  # the leader maximises f1
+    metrics["leader_grad_norm"] = optax.tree.norm(grad)
+    return state.replace(policy=policy, q=q, step=state.step + 1), metrics
+
+
+def act(state: State, obs: jnp.ndarray, key: jax.Array, deterministic: bool = True) -> jnp.ndarray:
+    """The policy's mode (deterministic) or a sample, in the task's action box (an index column if discrete)."""
+    nets = networks(state.config, state.act_dim, state.num_actions)
+    x = state.scaler.observation(obs)
+    if state.num_actions is not None:
+        logits = nets.policy.apply(state.policy.params, x)
+        index = jnp.argmax(logits, axis=-1) if deterministic else jax.random.categorical(key, logits)
+        return index[..., None].astype(jnp.float32)
+    mean, log_std = nets.policy.apply(state.policy.params, x)
+    unit = jnp.tanh(mean) if deterministic else tanh_gaussian_sample(mean, log_std, key)
+    return state.scaler.from_unit_action(unit)
