@@ -37,6 +37,8 @@ REGISTRY: dict[str, Entry] = {
                       "stationary-distribution ratios of a target policy (off-policy evaluation)"),
     "sac": Entry("drorl.algos.sac", "online", ("continuous",), "soft actor-critic"),
     "dqn": Entry("drorl.algos.dqn", "online", ("discrete",), "double DQN"),
+    "fqi": Entry("drorl.algos.fqi", "offline", ("discrete",), "fitted Q iteration"),
+    "cql": Entry("drorl.algos.cql", "offline", ("discrete",), "discrete conservative Q-learning, CQL(H)"),
     "stackelberg": Entry("drorl.algos.stackelberg", "offline", ("discrete", "continuous"),
                          "StackelbergLearner: total-derivative policy leader, kernel-Bellman pessimistic follower"),
 }
