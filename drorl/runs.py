@@ -12,7 +12,7 @@ from drorl import algos
 from drorl.algos.base import config_with_overrides
 from drorl.data.dataset import Dataset
 from drorl.data.generate import reference_returns
-from drorl.data.registry import resolve
+from drorl.data.registry import data_dir, resolve
 from drorl.envs import get_task
 from drorl.errors import DrorlError
 from drorl.scores import normalized_score, reference_scores, spec_for, task_of
@@ -48,8 +48,28 @@ def run_training(algo_name: str, dataset_id: str, *, env: str | None, steps: int
                            checkpoint_every=checkpoint_every, eval_every=eval_every,
                            eval_episodes=eval_episodes, env=task)
     _, run_dir = train(algo_name, dataset, out, settings, config=config, spec=spec_for(dataset, task),
-                       dataset_id=name, evaluator=evaluator, progress=progress)
+                       dataset_id=name, evaluator=evaluator, progress=progress, prepared_dir=dynamics_cache())
     return run_dir
+
+
+def dynamics_cache() -> Path:
+    """Where ``drorl train`` and ``drorl train-dynamics`` keep dynamics ensembles: $DRORL_DATA/dynamics."""
+    return data_dir() / "dynamics"
+
+
+def train_dynamics(dataset_id: str, *, seed: int, overrides: dict[str, str], cache: Path | None = None,
+                   progress: bool = True) -> tuple[dict[str, Any], Path]:
+    """Train (or find in the cache) the dynamics ensemble of a dataset: its training report and file.
+
+    The cache is the one ``drorl train`` reads, so a model-based run with the same seed
+    (``--set model.model_seed``) and dynamics config (``--set model.dynamics.FIELD``) reuses it.
+    """
+    from drorl.nn import dynamics
+
+    config = config_with_overrides(dynamics.Config, overrides)
+    dataset, _, _ = resolve(dataset_id, progress=progress)
+    _, report, path = dynamics.cached(config, dataset, seed, cache or dynamics_cache(), progress)
+    return report, path
 
 
 def evaluate_run(run_dir: str | Path, sweep: str, *, episodes: int, env: str | None = None, seed: int = 0,

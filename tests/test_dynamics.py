@@ -138,3 +138,26 @@ def test_vectorised_training_equals_training_members_one_after_another(trained):
                                        jax.tree_util.tree_leaves(alone.params)):
             np.testing.assert_allclose(np.asarray(together)[m], np.asarray(by_itself)[0], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(alone_report["holdout_mse"][0], report["holdout_mse"][m], rtol=1e-4)
+
+
+def test_cached_ensemble_is_trained_once_per_dataset_seed_and_config(tmp_path, monkeypatch):
+    """``cached`` trains on the first call and reads the file afterwards (policy restarts and other
+    algorithms reuse it); another seed, config or dataset is another file."""
+    config = dataclasses.replace(CONFIG, hidden_dims=(8,), weight_decays=(2.5e-5, 1e-4), max_epochs=2)
+    data = synthetic(200, seed=1)
+    model, report, path = dynamics.cached(config, data, 3, tmp_path, progress=False)
+    assert path.exists() and path.with_suffix(".json").exists() and report["seed"] == 3
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again instead of reading the cache")
+
+    monkeypatch.setattr(dynamics, "train", no_training)
+    again, again_report, again_path = dynamics.cached(config, data, 3, tmp_path, progress=False)
+    assert again_path == path and again_report == report
+    key = jax.random.PRNGKey(5)
+    before = jax.tree_util.tree_leaves(dynamics.predict(model, data.observations, data.actions, key))
+    after = jax.tree_util.tree_leaves(dynamics.predict(again, data.observations, data.actions, key))
+    assert all(np.array_equal(np.asarray(b), np.asarray(a)) for b, a in zip(before, after))
+    others = {dynamics.cache_path(tmp_path, config, data, 4), dynamics.cache_path(tmp_path, CONFIG, data, 3),
+              dynamics.cache_path(tmp_path, config, synthetic(200, seed=2), 3)}
+    assert path not in others and len(others) == 3

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +39,7 @@ import optax
 
 from drorl.data.dataset import Dataset
 from drorl.errors import DrorlError
-from drorl.io_utils import write_bytes_atomic
+from drorl.io_utils import write_bytes_atomic, write_json_atomic
 from drorl.nn.mlp import ACTIVATIONS
 from drorl.nn.train_state import TrainState, gradient_step
 from drorl.progress import progress_bar
@@ -402,3 +404,27 @@ def load(path: str | Path) -> Model:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DrorlError(f"{path}: not a readable drorl dynamics ensemble ({reason})") from None
     return jax.tree_util.tree_map(jnp.asarray, model)
+
+
+def cache_path(directory: str | Path, config: Config, dataset: Dataset, seed: int) -> Path:
+    """Where ``cached`` keeps the ensemble of ``dataset`` (by content hash), ``seed`` and ``config``."""
+    key = json.dumps({"dataset": dataset.content_hash(), "seed": seed, "config": dataclasses.asdict(config)},
+                     sort_keys=True)
+    return Path(directory) / f"dynamics-{hashlib.sha256(key.encode()).hexdigest()[:16]}.msgpack"
+
+
+def cached(config: Config, dataset: Dataset, seed: int, directory: str | Path, progress: bool = True
+           ) -> tuple[Model, dict[str, Any], Path]:
+    """The ensemble trained on ``dataset`` with key ``PRNGKey(seed)``: read from ``directory`` when an
+    earlier call trained it, else trained and written there (msgpack, with its training report as JSON
+    beside it). Returns ``(model, report, path)``: policy training restarts, and other algorithms on
+    the same data, reuse the file instead of training again."""
+    path = cache_path(directory, config, dataset, seed)
+    report_path = path.with_suffix(".json")
+    if path.exists() and report_path.exists():
+        return load(path), json.loads(report_path.read_text()), path
+    model, report = train(config, dataset, jax.random.PRNGKey(seed), progress=progress)
+    report = {**report, "seed": seed, "dataset_hash": dataset.content_hash()}
+    save(path, model)
+    write_json_atomic(report_path, report)
+    return model, report, path
