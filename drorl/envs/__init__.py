@@ -46,8 +46,14 @@ def _mujoco_warnings_as_python_warnings() -> Iterator[None]:
 
 def make_env(task: str | TaskInfo, perturbation: Perturbation | None = None) -> gymnasium.Wrapper:
     """Build the task's Gymnasium env (with its time limit) wrapped in a ``PerturbedEnv`` (MuJoCo
-    tasks) or a ``CartPolePerturbedEnv``."""
+    tasks) or a ``CartPolePerturbedEnv``; a safety task's ``SafetyEnv`` takes a ``Disturbance``."""
     info = get_task(task)
+    if info.name.startswith("safe-"):
+        from drorl.envs.safety import SafetyEnv
+
+        env = SafetyEnv(info.name)
+        env.set_perturbation(perturbation)
+        return env
     if info.name == "cartpole":
         from drorl.envs.cartpole import CartPolePerturbedEnv
 

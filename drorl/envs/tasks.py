@@ -38,6 +38,10 @@ TASKS: dict[str, TaskInfo] = {
         TaskInfo("ant", "Ant-v5", 105, 8, 1000, -325.6, 3879.7),
         TaskInfo("inverted-pendulum", "InvertedPendulum-v5", 4, 1, 1000, None, None),
         TaskInfo("cartpole", "CartPole-v1", 4, 1, 500, None, None, num_actions=2),
+        # the safety tasks of DSRL (drorl.envs.safety, which checks these shapes against its own)
+        TaskInfo("safe-unicycle", "drorl/SafeUnicycle-v0", 15, 2, 100, None, None),
+        TaskInfo("safe-double-integrator", "drorl/SafeDoubleIntegrator-v0", 15, 2, 100, None, None),
+        TaskInfo("safe-quadcopter", "drorl/SafeQuadcopter-v0", 25, 3, 100, None, None),
     )
 }
 
