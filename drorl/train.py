@@ -157,10 +157,13 @@ def _chunk_boundaries(start: int, steps: int, per_call: int) -> list[int]:
 def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSettings,
           config: Any = None, spec: Spec | None = None, dataset_id: str = "dataset",
           evaluator: Callable[[Callable, int], dict[str, Any]] | None = None,
-          progress: bool = True, description: str | None = None) -> tuple[Any, Path]:
+          progress: bool = True, description: str | None = None,
+          prepared_dir: str | Path | None = None) -> tuple[Any, Path]:
     """Train ``algo_name`` on ``dataset`` for every seed; resumes when ``out_dir`` holds this run.
 
-    ``description`` labels the progress bar (default: algorithm, dataset and number of seeds).
+    ``description`` labels the progress bar (default: algorithm, dataset and number of seeds). An
+    algorithm with a ``prepare`` step (a dynamics ensemble) caches its result in ``prepared_dir``
+    (default: the run directory), where a restarted run or another algorithm finds it.
     ``evaluator(policy_fn, num_policies) -> {metric: [value per seed]}`` runs every
     ``settings.eval_every`` steps when given. Returns the final stacked states and the run directory.
     """
@@ -176,6 +179,9 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
                                     defaults={"config": dataclasses.asdict(algo.Config())})
     write_json_atomic(config_path, record)
 
+    prepare = getattr(algo, "prepare", None)
+    if prepare is not None:
+        spec = prepare(config, dataset, spec, Path(prepared_dir or out), progress)
     seeds = list(settings.seeds)
     states, rngs = init_states(algo, config, spec, seeds)
     step = 0

@@ -54,13 +54,17 @@ def recording(config: Any, reads: set[str], prefix: str = "") -> Any:
 
 
 def tiny_config(config: Any) -> Any:
-    """Small networks and batches, so that every algorithm's checks take seconds."""
+    """Small networks and batches, so that every algorithm's checks take seconds: every hidden layer 8
+    wide (the depth kept, which other fields may be sized to) and every batch size 16."""
     overrides = {}
-    for name, annotation in config_fields(type(config)).items():
+    for name in config_fields(type(config)):
         leaf = name.rsplit(".", 1)[-1]
         if leaf.endswith("hidden_dims"):
-            overrides[name] = (8,)
-        elif leaf == "batch_size":
+            value = config
+            for part in name.split("."):
+                value = getattr(value, part)
+            overrides[name] = (8,) * len(value)
+        elif leaf.endswith("batch_size"):
             overrides[name] = 16
     return replace_config(config, overrides)
 
@@ -99,6 +103,8 @@ def check_contract(module: ModuleType, entry: Entry, config: Any | None = None, 
     reads: set[str] = set()
     config = recording(tiny_config(config if config is not None else module.Config()), reads)
     algo = trainable(module, entry, spec)
+    if hasattr(module, "prepare"):  # what init needs from the whole dataset (a dynamics ensemble)
+        spec = module.prepare(config, dataset, spec, tmp_path / "prepared", False)
     data = device_arrays(dataset)
     chunk = make_train_chunk(algo, 3)
 

@@ -35,6 +35,8 @@ REGISTRY: dict[str, Entry] = {
     "bcq-ovr": Entry("drorl.algos.ovr", "offline", ("continuous",), "BCQ with offline variance regularisation"),
     "dualdice": Entry("drorl.algos.dualdice", "estimator", ("continuous",),
                       "stationary-distribution ratios of a target policy (off-policy evaluation)"),
+    "combo": Entry("drorl.algos.combo", "offline", ("continuous",),
+                   "conservative model-based offline RL (SAC on real and model data, conservative critic)"),
     "sac": Entry("drorl.algos.sac", "online", ("continuous",), "soft actor-critic"),
     "dqn": Entry("drorl.algos.dqn", "online", ("discrete",), "double DQN"),
     "fqi": Entry("drorl.algos.fqi", "offline", ("discrete",), "fitted Q iteration"),

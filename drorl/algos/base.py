@@ -3,7 +3,10 @@
 The protocol (``Algorithm``; docs/architecture.md): a module per algorithm with a frozen ``Config``
 dataclass (which may nest other configs) and pure ``init(config, spec, key) -> state``,
 ``update(state, batch, key) -> (state, metrics)`` and ``act(state, obs, key, deterministic) -> action``;
-optionally ``sample(data, state, key) -> batch`` when it draws its own batches.
+optionally ``sample(data, state, key) -> batch`` when it draws its own batches, and
+``prepare(config, dataset, spec, directory, progress) -> spec`` when ``init`` needs something computed
+once from the whole dataset outside the compiled program (a dynamics ensemble), which it returns in
+``spec.prepared`` and may cache in ``directory``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ class Spec:
     """Shapes, bounds and data statistics an algorithm is initialised with.
 
     ``task`` names the environment when known; ``num_actions`` is set for discrete tasks, whose actions
-    are one float column holding the action index (bounds 0 and num_actions - 1).
+    are one float column holding the action index (bounds 0 and num_actions - 1). ``prepared`` holds
+    what the algorithm's ``prepare`` computed from the data (a pytree; None for most algorithms).
     """
 
     obs_dim: int
@@ -52,6 +56,7 @@ class Spec:
     obs_std: np.ndarray
     task: str | None = None
     num_actions: int | None = None
+    prepared: Any = None
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, action_low=None, action_high=None, standardize: bool = True,

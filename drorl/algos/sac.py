@@ -1,7 +1,10 @@
 """Soft actor-critic (Haarnoja et al. 2018, with the learned temperature of the 2019 version).
 
 Used online to train the behaviour policies that generate drorl's datasets, and usable as an
-algorithm of its own through ``drorl train-online``. Twin critics are one vectorised ensemble.
+algorithm of its own through ``drorl train-online``. Twin critics are one vectorised ensemble. The
+model-based offline algorithms (COMBO, DROMO, MOPO) hold a SAC state and reuse its pieces: the next
+states' value (``next_value``), the actor's and temperature's step (``policy_step``) and the target
+update (``update_target``), with critic losses of their own.
 """
 
 from __future__ import annotations
@@ -59,12 +62,12 @@ class State:
     act_dim: int = flax.struct.field(pytree_node=False)
 
 
-def _networks(config: Config, act_dim: int) -> tuple[TanhGaussianPolicy, CriticEnsemble]:
+def networks(config: Config, act_dim: int) -> tuple[TanhGaussianPolicy, CriticEnsemble]:
     return TanhGaussianPolicy(config.hidden_dims, act_dim), CriticEnsemble(config.hidden_dims, config.num_critics)
 
 
 def init(config: Config, spec: Spec, key: jax.Array) -> State:
-    actor_net, critic_net = _networks(config, spec.act_dim)
+    actor_net, critic_net = networks(config, spec.act_dim)
     k_actor, k_critic = jax.random.split(key)
     obs = jnp.zeros((1, spec.obs_dim), jnp.float32)
     act = jnp.zeros((1, spec.act_dim), jnp.float32)
@@ -97,19 +100,52 @@ def temperature_loss(log_temperature: jnp.ndarray, log_prob: jnp.ndarray, entrop
     return -log_temperature * jnp.mean(jax.lax.stop_gradient(log_prob) + entropy_target)
 
 
+def next_value(state: State, next_obs: jnp.ndarray, key: jax.Array, entropy_bonus: bool = True) -> jnp.ndarray:
+    """min_j Qbar_j(s', a') - alpha log pi(a'|s'), a' ~ pi(.|s') at standardised ``next_obs``; without
+    ``entropy_bonus`` the deterministic backup min_j Qbar_j(s', a') (COMBO's)."""
+    actor_net, critic_net = networks(state.config, state.act_dim)
+    next_mean, next_log_std = actor_net.apply(state.actor.params, next_obs)
+    next_actions, next_log_prob = tanh_gaussian_sample_and_log_prob(next_mean, next_log_std, key)
+    next_q = critic_net.apply(state.target_critic, next_obs, next_actions).min(axis=0)
+    if not entropy_bonus:
+        return next_q
+    return next_q - jnp.exp(state.temperature.params) * next_log_prob
+
+
+def policy_step(state: State, obs: jnp.ndarray, key: jax.Array) -> tuple[State, dict]:
+    """One step of the actor (``actor_loss`` against the state's critic) and of the temperature, at
+    standardised states ``obs``."""
+    actor_net, critic_net = networks(state.config, state.act_dim)
+    temperature = jnp.exp(state.temperature.params)
+
+    def actor_objective(params):
+        mean, log_std = actor_net.apply(params, obs)
+        pi_actions, log_prob = tanh_gaussian_sample_and_log_prob(mean, log_std, key)
+        q_pi = critic_net.apply(state.critic.params, obs, pi_actions).min(axis=0)
+        return actor_loss(log_prob, q_pi, temperature), log_prob
+
+    actor, (a_loss, log_prob), _ = gradient_step(state.actor, actor_objective, has_aux=True)
+    entropy_target = target_entropy(state.config, state.act_dim)
+    temperature_state, t_loss, _ = gradient_step(state.temperature, temperature_loss, log_prob, entropy_target)
+    metrics = {"actor_loss": a_loss, "temperature_loss": t_loss, "temperature": temperature,
+               "entropy": -jnp.mean(log_prob)}
+    return state.replace(actor=actor, temperature=temperature_state), metrics
+
+
+def update_target(state: State) -> State:
+    """Polyak-average the target critics toward the critics (rate tau) and count the step."""
+    target_critic = optax.incremental_update(state.critic.params, state.target_critic, state.config.tau)
+    return state.replace(target_critic=target_critic, step=state.step + 1)
+
+
 def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
     config = state.config
-    actor_net, critic_net = _networks(config, state.act_dim)
+    _, critic_net = networks(config, state.act_dim)
     obs = state.scaler.observation(batch["observations"])
     next_obs = state.scaler.observation(batch["next_observations"])
     actions = state.scaler.to_unit_action(batch["actions"])
     k_next, k_pi = jax.random.split(key)
-    temperature = jnp.exp(state.temperature.params)
-
-    next_mean, next_log_std = actor_net.apply(state.actor.params, next_obs)
-    next_actions, next_log_prob = tanh_gaussian_sample_and_log_prob(next_mean, next_log_std, k_next)
-    next_q = critic_net.apply(state.target_critic, next_obs, next_actions).min(axis=0)
-    target = batch["rewards"] + config.gamma * (1.0 - batch["terminals"]) * (next_q - temperature * next_log_prob)
+    target = batch["rewards"] + config.gamma * (1.0 - batch["terminals"]) * next_value(state, next_obs, k_next)
     target = jax.lax.stop_gradient(target)
 
     def critic_objective(params):
@@ -117,22 +153,8 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
         return critic_loss(q, target), q
 
     critic, (c_loss, q), _ = gradient_step(state.critic, critic_objective, has_aux=True)
-
-    def actor_objective(params):
-        mean, log_std = actor_net.apply(params, obs)
-        pi_actions, log_prob = tanh_gaussian_sample_and_log_prob(mean, log_std, k_pi)
-        q_pi = critic_net.apply(critic.params, obs, pi_actions).min(axis=0)
-        return actor_loss(log_prob, q_pi, temperature), log_prob
-
-    actor, (a_loss, log_prob), _ = gradient_step(state.actor, actor_objective, has_aux=True)
-    entropy_target = target_entropy(config, state.act_dim)
-    temperature_state, t_loss, _ = gradient_step(state.temperature, temperature_loss, log_prob, entropy_target)
-    target_critic = optax.incremental_update(critic.params, state.target_critic, config.tau)
-    metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "temperature_loss": t_loss,
-               "temperature": temperature, "entropy": -jnp.mean(log_prob), "q_mean": jnp.mean(q)}
-    new_state = state.replace(actor=actor, critic=critic, target_critic=target_critic,
-                              temperature=temperature_state, step=state.step + 1)
-    return new_state, metrics
+    state, metrics = policy_step(state.replace(critic=critic), obs, k_pi)
+    return update_target(state), {"critic_loss": c_loss, **metrics, "q_mean": jnp.mean(q)}
 
 
 def policy_params(state: State) -> Any:
@@ -145,7 +167,7 @@ def with_policy_params(state: State, params: Any) -> State:
 
 
 def act(state: State, obs: jnp.ndarray, key: jax.Array, deterministic: bool = True) -> jnp.ndarray:
-    actor_net, _ = _networks(state.config, state.act_dim)
+    actor_net, _ = networks(state.config, state.act_dim)
     mean, log_std = actor_net.apply(state.actor.params, state.scaler.observation(obs))
     if deterministic:
         unit = jnp.tanh(mean)

@@ -40,13 +40,23 @@ def empty(capacity: int, obs_dim: int, act_dim: int, extra: Sequence[str] = ()) 
     return RingBuffer(columns, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
-def insert(buffer: RingBuffer, rows: dict[str, jax.Array]) -> RingBuffer:
-    """Write ``rows`` (every column, same leading length) at the cursor, overwriting the oldest."""
+def insert(buffer: RingBuffer, rows: dict[str, jax.Array], valid: jax.Array | None = None) -> RingBuffer:
+    """Write ``rows`` (every column, same leading length) at the cursor, overwriting the oldest.
+
+    With ``valid`` (a boolean mask over the rows) only the valid rows are written, contiguously and in
+    order, and the cursor advances by their number: a fixed-shape program (model rollouts, some of
+    which have terminated) stores a variable number of rows without touching any other row.
+    """
     capacity = buffer.capacity
     count = next(iter(rows.values())).shape[0]
-    index = (buffer.cursor + jnp.arange(count)) % capacity
-    columns = {k: v.at[index].set(rows[k].astype(v.dtype)) for k, v in buffer.columns.items()}
-    return RingBuffer(columns, jnp.minimum(buffer.size + count, capacity), (buffer.cursor + count) % capacity)
+    if valid is None:
+        index, written = (buffer.cursor + jnp.arange(count)) % capacity, count
+    else:
+        rank = jnp.cumsum(valid) - 1
+        index = jnp.where(valid, (buffer.cursor + rank) % capacity, capacity)  # capacity: out of range, dropped
+        written = jnp.sum(valid, dtype=jnp.int32)
+    columns = {k: v.at[index].set(rows[k].astype(v.dtype), mode="drop") for k, v in buffer.columns.items()}
+    return RingBuffer(columns, jnp.minimum(buffer.size + written, capacity), (buffer.cursor + written) % capacity)
 
 
 def sample(buffer: RingBuffer, key: jax.Array, batch_size: int) -> dict[str, jax.Array]:

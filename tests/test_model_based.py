@@ -1,0 +1,112 @@
+"""Model rollouts and the model buffer of the model-based algorithms (drorl.algos.model_based; issue 18).
+
+An untrained ensemble on hopper's shapes stands in for a trained one: its predictions wander, so some
+rollouts cross hopper's health limits and terminate, which is what these tests need.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from drorl.algos import model_based, sac
+from drorl.algos.base import Spec
+from drorl.data import buffer as ring
+from drorl.envs.termination import terminated
+from drorl.nn import dynamics
+
+OBS_DIM, ACT_DIM, HORIZON = 11, 3, 4
+DYNAMICS = dynamics.Config(num_members=3, num_elites=2, hidden_dims=(16,), weight_decays=(2.5e-5, 1e-4))
+
+
+def hopper_model() -> dynamics.Model:
+    """Identity standardisation with scales that make hopper's height and angle drift by ~0.1 a step."""
+    model = dynamics.init(DYNAMICS, OBS_DIM, ACT_DIM, jax.random.PRNGKey(0))
+    return model.replace(target_std=jnp.full(OBS_DIM + 1, 0.1))
+
+
+def start_states(n: int) -> jnp.ndarray:
+    obs = 0.05 * jax.random.normal(jax.random.PRNGKey(1), (n, OBS_DIM))
+    return obs.at[:, 0].add(1.25)
+
+
+def policy(obs, key):
+    return jnp.tanh(obs[:, :ACT_DIM] + jax.random.normal(key, (obs.shape[0], ACT_DIM)))
+
+
+def reference_rollout(model, start_obs, key):
+    """Step by step in Python, with numpy's termination rule: the rows of the rollouts still alive."""
+    rows, alive, obs = [], np.ones(start_obs.shape[0], bool), start_obs
+    for step_key in jax.random.split(key, HORIZON):
+        k_policy, k_model = jax.random.split(step_key)
+        actions = policy(obs, k_policy)
+        next_obs, rewards, _ = dynamics.predict(model, obs, actions, k_model)
+        done = terminated("hopper", np.asarray(next_obs))
+        for i in np.flatnonzero(alive):
+            rows.append((obs[i], actions[i], rewards[i], next_obs[i], float(done[i])))
+        alive &= ~done
+        obs = next_obs
+    return rows
+
+
+def test_rollouts_match_a_per_step_python_loop_and_stop_at_termination():
+    model, starts, key = hopper_model(), start_states(64), jax.random.PRNGKey(2)
+    rows, valid = jax.jit(lambda s, k: model_based.rollout(model, "hopper", policy, s, HORIZON, k))(starts, key)
+    valid = np.asarray(valid)
+    terminals = np.asarray(rows["terminals"]).reshape(HORIZON, -1)
+    alive = np.asarray(valid).reshape(HORIZON, -1)
+    assert 0 < terminals[alive].sum() and alive[-1].sum() < 64, "no rollout terminated: the test says nothing"
+    # a rollout is alive at step t + 1 iff it was at t and did not terminate there
+    np.testing.assert_array_equal(alive[1:], alive[:-1] & (terminals[:-1] == 0))
+    np.testing.assert_array_equal(terminals.astype(bool), terminated("hopper", np.asarray(
+        rows["next_observations"])).reshape(HORIZON, -1))
+
+    reference = reference_rollout(model, starts, key)
+    columns = model_based.MODEL_COLUMNS
+    got = [tuple(np.asarray(rows[c])[i] for c in columns) for i in np.flatnonzero(valid)]
+    assert len(got) == len(reference)
+    for mine, theirs in zip(got, reference):  # step-major order in both
+        for a, b in zip(mine, theirs):
+            np.testing.assert_allclose(a, np.asarray(b), rtol=1e-6, atol=1e-6)
+    # each step starts from the previous step's next observations
+    obs = np.asarray(rows["observations"]).reshape(HORIZON, 64, OBS_DIM)
+    np.testing.assert_array_equal(obs[1:], np.asarray(rows["next_observations"]).reshape(HORIZON, 64, OBS_DIM)[:-1])
+
+
+def test_masked_insert_writes_only_valid_rows_in_order_and_wraps():
+    buffer = ring.empty(5, 1, 1)
+    rows = {"observations": jnp.arange(4.0)[:, None], "actions": jnp.zeros((4, 1)), "rewards": jnp.arange(4.0),
+            "next_observations": jnp.zeros((4, 1)), "terminals": jnp.zeros(4)}
+    buffer = ring.insert(buffer, rows, jnp.array([True, False, True, True]))
+    assert int(buffer.size) == 3 and int(buffer.cursor) == 3
+    np.testing.assert_array_equal(buffer.columns["rewards"], [0, 2, 3, 0, 0])
+    buffer = ring.insert(buffer, {**rows, "rewards": rows["rewards"] + 10}, jnp.array([False, True, True, True]))
+    assert int(buffer.size) == 5 and int(buffer.cursor) == 1
+    np.testing.assert_array_equal(buffer.columns["rewards"], [13, 2, 3, 11, 12])
+
+
+def test_batches_mix_real_and_model_rows_with_real_ratio_f():
+    config = model_based.ModelConfig(dynamics=DYNAMICS, horizon=HORIZON, rollout_batch_size=40, rollout_every=4,
+                                     retain=2, real_ratio=0.25)
+    spec = Spec(OBS_DIM, ACT_DIM, -np.ones(ACT_DIM, np.float32), np.ones(ACT_DIM, np.float32),
+                np.zeros(OBS_DIM, np.float32), np.ones(OBS_DIM, np.float32), "hopper")
+    agent = sac.init(sac.Config(hidden_dims=(8,)), spec, jax.random.PRNGKey(0))
+    n = 300
+    data = {"observations": start_states(n), "actions": jnp.zeros((n, ACT_DIM)), "rewards": jnp.full(n, 7.0),
+            "next_observations": start_states(n), "terminals": jnp.zeros(n), "initial_observations": start_states(2),
+            "initial_actions": jnp.zeros((2, ACT_DIM))}
+    buffer, batch_size = model_based.empty_buffer(config, spec), 32
+    assert buffer.capacity == 40 * HORIZON * 2 and model_based.starts_per_update(config) == 10
+    written = 0
+    step = jax.jit(lambda buf, key: model_based.model_step(
+        config, batch_size, hopper_model(), buf, "hopper", agent,
+        model_based.sample(config, batch_size, data, jax.random.fold_in(key, 1)), key))
+    for i in range(3):
+        before = int(buffer.size)
+        buffer, mixed, metrics = step(buffer, jax.random.PRNGKey(i))
+        written += float(metrics["rollout_valid"]) * 10 * HORIZON
+        assert int(buffer.size) - before == round(float(metrics["rollout_valid"]) * 10 * HORIZON)
+        is_real = np.asarray(mixed["is_real"])
+        assert is_real.shape == (batch_size,) and is_real.sum() == 8  # round(f B) real rows, first
+        np.testing.assert_array_equal(np.asarray(mixed["rewards"])[:8], 7.0)  # the dataset's rewards
+        assert not np.any(np.asarray(mixed["rewards"])[8:] == 7.0)  # the model's
+    assert int(buffer.size) == round(written)
