@@ -2,7 +2,8 @@
 
 Each entry records the module, its kind (``offline``: trained from a dataset by ``drorl train``;
 ``online``: trained by interacting, ``drorl train-online``; ``estimator``: fitted from data for another
-policy, no ``act``), the action spaces it handles and a one-line summary. Adding an algorithm is a new
+policy, no ``act``), the action spaces it handles, a one-line summary and, for an algorithm that reads
+a particular kind of task (the safety layer of DSRL), the tasks it runs on. Adding an algorithm is a new
 module plus a line here (docs/architecture.md).
 """
 
@@ -24,6 +25,7 @@ class Entry:
     kind: Kind
     action_spaces: tuple[str, ...]
     summary: str
+    tasks: tuple[str, ...] = ()  # empty: any task of its action spaces
 
 
 REGISTRY: dict[str, Entry] = {
@@ -37,8 +39,11 @@ REGISTRY: dict[str, Entry] = {
                       "stationary-distribution ratios of a target policy (off-policy evaluation)"),
     "combo": Entry("drorl.algos.combo", "offline", ("continuous",),
                    "conservative model-based offline RL (SAC on real and model data, conservative critic)"),
+    "dromo": Entry("drorl.algos.dromo", "offline", ("continuous",),
+                   "distributionally robust COMBO: variance penalty over the f-mixture of behaviour and policy"),
     "sac": Entry("drorl.algos.sac", "online", ("continuous",), "soft actor-critic"),
     "dqn": Entry("drorl.algos.dqn", "online", ("discrete",), "double DQN"),
+    "ddpg": Entry("drorl.algos.ddpg", "online", ("continuous",), "deep deterministic policy gradient"),
     "fqi": Entry("drorl.algos.fqi", "offline", ("discrete",), "fitted Q iteration"),
     "cql": Entry("drorl.algos.cql", "offline", ("discrete",), "discrete conservative Q-learning, CQL(H)"),
     "stackelberg": Entry("drorl.algos.stackelberg", "offline", ("discrete", "continuous"),
