@@ -24,6 +24,7 @@ from drorl import algos, checkpoint
 from drorl.data import buffer as buffer_lib
 from drorl.algos.base import Spec
 from drorl.envs import action_bounds, get_task, make_env
+from drorl.envs.episodes import EpisodeStats, step_cost, summarize
 from drorl.errors import DrorlError
 from drorl.io_utils import write_json_atomic
 from drorl.progress import progress_bar
@@ -117,7 +118,7 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
     key = jax.random.PRNGKey(settings.seed)
     k_init, rng, act_key = jax.random.split(key, 3)
     state = algo.init(config, spec, k_init)
-    buffer = buffer_lib.empty(settings.buffer_size, info.obs_dim, info.act_dim)
+    buffer = buffer_lib.empty(settings.buffer_size, info.obs_dim, info.act_dim, extra=("costs",))
     counters = {"env_steps": 0, "episodes": 0}
     ckpt_dir = out / "checkpoints"
     latest = checkpoint.latest(ckpt_dir)
@@ -140,8 +141,8 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
     num_updates = int(settings.update_every * settings.updates_per_step)
     chunk = make_online_chunk(algo, num_updates) if num_updates else None
     staged: list[tuple] = []
-    returns = np.zeros(n)
-    finished: list[float] = []
+    episodes = [EpisodeStats() for _ in range(n)]
+    finished: list[EpisodeStats] = []
     t_last = time.perf_counter()
     with progress_bar(f"{algo_name} on {info.name}", total=settings.env_steps, completed=start,
                       enabled=progress, unit="steps") as advance:
@@ -152,12 +153,12 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
             else:
                 actions = np.asarray(acting(state, obs, jax.random.fold_in(act_key, step)))
             for i, env in enumerate(envs):
-                nxt, reward, terminated, truncated, _ = env.step(actions[i])
-                staged.append((obs[i].copy(), actions[i], reward, nxt, float(terminated)))
-                returns[i] += reward
+                nxt, reward, terminated, truncated, step_info = env.step(actions[i])
+                staged.append((obs[i].copy(), actions[i], reward, nxt, float(terminated), step_cost(step_info)))
+                episodes[i].add_step(reward, step_info)
                 if terminated or truncated:
-                    finished.append(returns[i])
-                    returns[i] = 0.0
+                    finished.append(episodes[i])
+                    episodes[i] = EpisodeStats()
                     counters["episodes"] += 1
                     nxt, _ = env.reset()
                 obs[i] = nxt
@@ -166,7 +167,7 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
             if len(staged) < settings.update_every:
                 continue
             rows = {k: jnp.asarray(np.asarray([r[j] for r in staged], np.float32))
-                    for j, k in enumerate(buffer_lib.TRANSITION_COLUMNS)}
+                    for j, k in enumerate((*buffer_lib.TRANSITION_COLUMNS, "costs"))}
             buffer = _insert(buffer, rows)
             staged = []
             line: dict[str, Any] = {"step": counters["env_steps"]}
@@ -174,7 +175,7 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
                 state, rng, metrics = chunk(state, rng, buffer)
                 line.update({k: float(v) for k, v in jax.device_get(metrics).items()})
             if finished:
-                line.update({"episode_return": float(np.mean(finished)), "episodes": counters["episodes"]})
+                line.update({**summarize(finished), "episodes": counters["episodes"]})
                 finished = []
             step = counters["env_steps"]
             if settings.eval_every and step % settings.eval_every < settings.update_every:

@@ -68,6 +68,11 @@ def test_online_run_checkpoints_snapshots_and_resumes(tmp_path):
     assert [x["step"] for x in lines] == list(range(50, 401, 50))
     assert "critic_loss" not in lines[0] and "critic_loss" in lines[-1]  # no updates during random warm-up
     assert sum("eval/return" in x for x in lines) == 2
+    # the episode record: the pendulum (v5) pays 1 per step except the one that ends the episode (every
+    # episode here ends by falling, long before the time limit), and it has no cost signal
+    finished = [x for x in lines if "episodes" in x]
+    assert finished and all(x["episode_return"] == x["episode_length"] - 1 for x in finished)
+    assert all(x["episode_cost"] == x["episode_violations"] == 0 for x in finished)
     assert sorted(p.name for p in (tmp_path / "a" / "snapshots").iterdir()) == [
         "step_000000200.msgpack", "step_000000400.msgpack"]
     # extend the run: it resumes from step 400 with the buffer it had

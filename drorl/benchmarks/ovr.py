@@ -28,6 +28,7 @@ from drorl.io_utils import write_bytes_atomic, write_json_atomic
 from drorl.plot import plot_score_bars
 
 MAIN = (("BCQ", "bcq", {}), ("BCQ+OVR", "bcq-ovr", {}))
+SMALL_BCQ = {"vae_hidden_dims": (32, 32), "hidden_dims": (32, 32)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +44,11 @@ class Profile:
 
 
 PROFILES = {
+    # the smoke profile checks the suite's plumbing, so BCQ's networks shrink to keep it to seconds
     "smoke": Profile(("inverted-pendulum",), ("expert",), (0, 1), steps=100, episodes=1, noise=(0.0, 1.0),
-                     transitions=4000),
+                     transitions=2000,
+                     variants=(("BCQ", "bcq", SMALL_BCQ),
+                               ("BCQ+OVR", "bcq-ovr", {f"base.{k}": v for k, v in SMALL_BCQ.items()}))),
     # BCQ costs ~2 GFLOP per update (its 750-750 VAE decodes 10 candidate actions per next state), so
     # the quick profiles stay at 5,000 updates x 2 seeds: about half an hour on 2 CPU cores.
     "quick": Profile(("hopper",), ("medium", "mixed"), (0, 1), steps=5_000, episodes=5),
