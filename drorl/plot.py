@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from drorl.errors import DrorlError  # noqa: E402
+from drorl.health import is_warning  # noqa: E402
 from drorl.io_utils import atomic_path  # noqa: E402
 
 
@@ -123,9 +124,30 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
             evals.append((_label(run_dir, record), json.loads(eval_path.read_text())))
         if metrics_path.is_file():
             lines = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
+            lines = [line for line in lines if not is_warning(line)]
             curves.append((_label(run_dir, record), lines))
         if not eval_path.is_file() and not metrics_path.is_file():
             raise DrorlError(f"{run_dir}: neither eval.json nor metrics.jsonl; expected a drorl run directory")
     if evals and len(evals) == len(run_dirs):
         return plot_robustness(evals, Path(out))
     return plot_learning_curves(curves, Path(out))
+
+
+def plot_performance_profiles(profiles: list[tuple[str, object]], out: Path, title: str = "performance profiles",
+                              xlabel: str = "normalised score tau") -> Path:
+    """Fraction of runs scoring above tau against tau, one line per method, its bootstrap band shaded.
+
+    ``profiles``: (label, profile) with ``taus``, ``fraction``, ``low`` and ``high`` arrays
+    (``drorl.aggregates.PerformanceProfile``).
+    """
+    fig, ax = plt.subplots(figsize=(5.0, 3.6), layout="constrained")
+    for i, (label, profile) in enumerate(profiles):
+        ax.plot(profile.taus, profile.fraction, color=f"C{i}", label=label)
+        ax.fill_between(profile.taus, profile.low, profile.high, color=f"C{i}", alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of runs with score > tau")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _save(fig, out)
