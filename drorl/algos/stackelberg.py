@@ -172,8 +172,9 @@ def leader_objective(values: jnp.ndarray) -> jnp.ndarray:
 KERNEL_STATISTICS = {"u": kernel_bellman_u_statistic, "v": kernel_bellman_v_statistic}
 
 
-def _inputs(state: State, batch: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
-    """The batch standardised, actions as indices (discrete) or in [-1, 1] (continuous), kernel inputs."""
+def prepare_batch(state: State, batch: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+    """The batch standardised, actions as indices (discrete) or in [-1, 1] (continuous), kernel inputs
+    and their median-heuristic bandwidth (fixed for the batch)."""
     obs = state.scaler.observation(batch["observations"])
     if state.num_actions is None:
         actions = state.scaler.to_unit_action(batch["actions"])
@@ -188,7 +189,9 @@ def _inputs(state: State, batch: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarra
 
 def game_terms(state: State, theta: Any, phi: Any, data: dict[str, jnp.ndarray], noise: jnp.ndarray,
                statistic: str) -> dict[str, jnp.ndarray]:
-    """Both players' terms at (theta, phi) on one batch: initial value, kernel loss and leader value."""
+    """Both players' terms at (theta, phi) on one prepared batch: q(s0, pi) per initial state, the kernel
+    loss with ``statistic`` ("u" or "v") and q(s, pi) at the leader's states. ``noise`` [3, B, A] holds
+    the standard normal draws of a' ~ pi(s'), a0 ~ pi(s0) and a ~ pi(s) (continuous tasks)."""
     config = state.config
     nets = networks(config, state.act_dim, state.num_actions)
     next_values = policy_value(nets, theta, phi, data["next_obs"], noise[0])
@@ -202,35 +205,47 @@ def game_terms(state: State, theta: Any, phi: Any, data: dict[str, jnp.ndarray],
     return {"initial_values": initial_values, "kernel_loss": kernel_loss, "leader_values": leader_values}
 
 
-def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
-    config = state.config
-    data = _inputs(state, batch)
-    noise = jax.random.normal(key, (3, config.batch_size, state.act_dim))  # read on continuous tasks only
-
-    def f2(theta, phi, statistic="u"):
+def follower(state: State, data: dict[str, jnp.ndarray], noise: jnp.ndarray, statistic: str = "u"):
+    """f2(theta, phi) -> (value, terms) on one prepared batch."""
+    def f2(theta, phi):
         terms = game_terms(state, theta, phi, data, noise, statistic)
-        return follower_objective(terms["initial_values"], terms["kernel_loss"], config.kernel_weight), terms
+        return follower_objective(terms["initial_values"], terms["kernel_loss"], state.config.kernel_weight), terms
 
-    def f1(theta, phi):
-        return leader_objective(game_terms(state, theta, phi, data, noise, "u")["leader_values"])
+    return f2
 
-    theta = state.policy.params
-    q, (follower_loss, terms), _ = gradient_step(state.q, lambda phi: f2(theta, phi), has_aux=True)
-    metrics = {"follower_objective": follower_loss, "kernel_loss": terms["kernel_loss"],
-               "initial_value": jnp.mean(terms["initial_values"]),
-               "leader_objective": leader_objective(terms["leader_values"])}
+
+def leader(state: State, data: dict[str, jnp.ndarray], noise: jnp.ndarray):
+    """f1(theta, phi) on one prepared batch."""
+    return lambda theta, phi: leader_objective(game_terms(state, theta, phi, data, noise, "u")["leader_values"])
+
+
+def leader_gradient(state: State, phi: Any, data: dict[str, jnp.ndarray], noise: jnp.ndarray) -> tuple[Any, dict]:
+    """d f1 / d theta at (theta, phi): the total derivative grad_theta f1 - (d2 f2 / d theta d phi)
+    (d2 f2 / d phi2 + beta I)^{-1} grad_phi f1 (spec "Updates"), or grad_theta f1 alone (simultaneous)."""
+    config, theta = state.config, state.policy.params
     if config.simultaneous:
-        grad = jax.grad(f1)(theta, q.params)
-    else:
-        beta = annealed_beta(state.step, initial=config.beta_initial, floor=config.beta_floor,
-                             half_life=config.beta_half_life)
-        result = total_derivative(f1, lambda t, p: f2(t, p, config.hessian_statistic)[0], theta, q.params,
-                                  beta=beta, max_iters=config.cg_iters)
-        grad = result.grad
-        metrics |= {"beta": beta, "cg_iterations": result.cg.iterations.astype(jnp.float32),
-                    "cg_negative_curvature": result.cg.negative_curvature.astype(jnp.float32)}
+        return jax.grad(leader(state, data, noise))(theta, phi), {}
+    beta = annealed_beta(state.step, initial=config.beta_initial, floor=config.beta_floor,
+                         half_life=config.beta_half_life)
+    f2 = follower(state, data, noise, config.hessian_statistic)
+    result = total_derivative(leader(state, data, noise), lambda t, p: f2(t, p)[0], theta, phi, beta=beta,
+                              max_iters=config.cg_iters)
+    return result.grad, {"beta": beta, "cg_iterations": result.cg.iterations.astype(jnp.float32),
+                         "cg_negative_curvature": result.cg.negative_curvature.astype(jnp.float32)}
+
+
+def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
+    """The follower descends f2 (U-statistic), then the leader ascends its total derivative at the new phi."""
+    data = prepare_batch(state, batch)
+    noise = jax.random.normal(key, (3, state.config.batch_size, state.act_dim))  # read on continuous tasks only
+    f2 = follower(state, data, noise)
+    q, (follower_loss, terms), _ = gradient_step(state.q, lambda phi: f2(state.policy.params, phi), has_aux=True)
+    grad, metrics = leader_gradient(state, q.params, data, noise)
     policy = state.policy.apply_gradients(jax.tree.map(jnp.negative, grad))  # the leader maximises f1
-    metrics["leader_grad_norm"] = optax.tree.norm(grad)
+    metrics |= {"follower_objective": follower_loss, "kernel_loss": terms["kernel_loss"],
+                "initial_value": jnp.mean(terms["initial_values"]),
+                "leader_objective": leader_objective(terms["leader_values"]),
+                "leader_grad_norm": optax.tree.norm(grad)}
     return state.replace(policy=policy, q=q, step=state.step + 1), metrics
 
 
