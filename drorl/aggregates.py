@@ -171,16 +171,30 @@ def aggregate_table(scores: Mapping[str, np.ndarray], replicates: int = REPLICAT
     return "\n".join(lines)
 
 
-def improvement_table(scores: Mapping[str, np.ndarray], reference: str, replicates: int = REPLICATES,
-                      level: float = 0.95, seed: int = 0) -> str:
-    """A markdown table of P(reference > method) with its bootstrap interval, one row per other method
+def improvement_table(scores: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, str]],
+                      replicates: int = REPLICATES, level: float = 0.95, seed: int = 0) -> str:
+    """A markdown table of P(X > Y) with its bootstrap interval, one row per pair (X, Y) of methods
     (0.5: neither tends to beat the other)."""
-    if reference not in scores:
-        raise DrorlError(f"probability of improvement: no method {reference!r}; expected one of "
-                         f"{', '.join(scores)}")
-    lines = [f"| method | P({reference} > method) |", "|---|---|"]
-    for method, matrix in scores.items():
-        if method != reference:
-            estimate = probability_of_improvement(scores[reference], matrix, replicates, level, seed)
-            lines.append(f"| {method} | {estimate.value:.2f} [{estimate.low:.2f}, {estimate.high:.2f}] |")
+    lines = ["| X | Y | P(X > Y) |", "|---|---|---|"]
+    for x, y in pairs:
+        for method in (x, y):
+            if method not in scores:
+                raise DrorlError(f"probability of improvement: no method {method!r}; expected one of "
+                                 f"{', '.join(scores)}")
+        estimate = probability_of_improvement(scores[x], scores[y], replicates, level, seed)
+        lines.append(f"| {x} | {y} | {estimate.value:.2f} [{estimate.low:.2f}, {estimate.high:.2f}] |")
     return "\n".join(lines)
+
+
+def aggregate_section(scores: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, str]], what: str,
+                      seed: int = 0) -> list[str]:
+    """Report lines: the aggregate table of ``scores`` (``what`` names the score and the strata) and, when
+    ``pairs`` are given, their probabilities of improvement."""
+    lines = [f"Aggregates of {what} (runs x tasks; the interquartile mean (IQM) averages the middle half of "
+             "all scores; optimality gap = mean shortfall below 100; [low, high] = 95 % stratified-bootstrap "
+             f"interval, {REPLICATES} resamples of the runs within each task):", "", aggregate_table(scores, seed=seed)]
+    if pairs:
+        lines += ["", "Probability of improvement: the chance that a run of X scores above a run of Y on a task "
+                  "drawn at random (ties count 1/2), with its 95 % bootstrap interval:", "",
+                  improvement_table(scores, pairs, seed=seed)]
+    return [*lines, ""]

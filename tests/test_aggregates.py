@@ -93,8 +93,10 @@ def test_tables_and_profile_plot(tmp_path):
     table = agg.aggregate_table(scores)
     assert table.splitlines()[0] == "| method | runs x tasks | median | IQM | mean | optimality gap |"
     assert table.splitlines()[2].startswith("| A | 3 x 2 | 45.0 [") and "| 42.5 [" in table.splitlines()[2]
-    improvement = agg.improvement_table(scores, "A")
-    assert improvement.splitlines()[2].startswith("| B | 0.")
+    improvement = agg.improvement_table(scores, [("A", "B")])
+    assert improvement.splitlines()[2].startswith("| A | B | 0.")
+    section = agg.aggregate_section(scores, [("A", "B")], "the nominal score")
+    assert table in section and improvement in section
     taus = agg.profile_taus(scores)
     assert taus[0] == 0.0 and taus[-1] == 90.0
     png = plot_performance_profiles([(m, agg.performance_profile(s, taus)) for m, s in scores.items()],
@@ -108,4 +110,4 @@ def test_bad_scores_are_refused():
     with pytest.raises(DrorlError, match=r"expected a \[runs, tasks\] matrix"):
         agg.aggregate_estimates(np.zeros(3))
     with pytest.raises(DrorlError, match="no method 'C'"):
-        agg.improvement_table({"A": SCORES}, "C")
+        agg.improvement_table({"A": SCORES}, [("A", "C")])
