@@ -45,7 +45,7 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
 
 @datasets_app.command("generate")
 def datasets_generate(
-    task: str = typer.Argument(..., help="hopper, halfcheetah, walker2d, ant or inverted-pendulum."),
+    task: str = typer.Argument(..., help="hopper, halfcheetah, walker2d, ant, inverted-pendulum or cartpole."),
     kind: str = typer.Argument(..., help="random, medium, expert, medium-replay, medium-expert, mixed or "
                                          "expert-demos (all but random use the behaviour-policy zoo)."),
     transitions: Optional[int] = typer.Option(None, help="Rows to collect (default 1,000,000)."),
@@ -53,8 +53,11 @@ def datasets_generate(
     seed: int = typer.Option(0, help="Seed of the environments and the behaviour policy's noise."),
     reward_noise: float = typer.Option(0.0, help="Add N(0, sigma^2) to every reward (recorded in the metadata)."),
     subsample: float = typer.Option(1.0, help="Keep this fraction of whole episodes (recorded in the metadata)."),
+    confine: Optional[str] = typer.Option(None, help="DIM:LOW:HIGH: cut every episode where observation[DIM] "
+                                                     "first leaves [LOW, HIGH] (recorded in the metadata)."),
     out: Optional[Path] = typer.Option(None, help="Output HDF5 file (default $DRORL_DATA/TASK-KIND.hdf5, "
-                                                  "with -noiseS / -subF suffixes for corrupted data)."),
+                                                  "with -noiseS / -subF / -confineD_L_H suffixes for corrupted "
+                                                  "data)."),
 ):
     """Roll out behaviour policies and write a D4RL-layout HDF5 file."""
     from drorl.data import corrupt
@@ -67,6 +70,7 @@ def datasets_generate(
         raise DrorlError(f"--transitions {transitions}: expected a positive number")
     if not 0 < subsample <= 1 or reward_noise < 0:
         raise DrorlError("--subsample must be in (0, 1] and --reward-noise >= 0")
+    region = corrupt.parse_region(confine) if confine else None
     info = get_task(task)
     dataset = generate(info.name, kind, transitions=transitions, episodes=episodes, seed=seed)
     name = f"{info.name}-{kind}"
@@ -74,6 +78,9 @@ def datasets_generate(
         dataset, name = corrupt.reward_noise(dataset, reward_noise, seed), f"{name}-noise{reward_noise:g}"
     if subsample < 1:
         dataset, name = corrupt.subsample_episodes(dataset, subsample, seed), f"{name}-sub{subsample:g}"
+    if region is not None:
+        dim, low, high = region
+        dataset, name = corrupt.confine_to_region(dataset, dim, low, high), f"{name}-confine{dim}_{low:g}_{high:g}"
     path = write_hdf5(dataset, out or dataset_path(name))
     console.print(f"wrote {path} ({len(dataset):,} transitions, {dataset.num_episodes} episodes)")
 
@@ -345,6 +352,21 @@ def plot_cmd(
     from drorl.plot import plot_runs
 
     console.print(f"wrote {plot_runs(run_dirs, out)}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dirs: list[Path] = typer.Argument(..., help="Finished run directories (their eval.json and config.json)."),
+    out: Path = typer.Option(Path("runs/report"), help="Directory for report.md, profiles.png and "
+                                                       "aggregates.json."),
+    reference: Optional[str] = typer.Option(None, help="Method whose probability of improvement over each other "
+                                                       "method is reported (default: every pair)."),
+):
+    """Aggregate scores of any set of runs: median, IQM, mean and optimality gap with stratified-bootstrap
+    intervals, probabilities of improvement and performance profiles."""
+    from drorl.run_report import write_run_report
+
+    console.print(f"report: {write_run_report(run_dirs, out, reference)}")
 
 
 @app.command("quickstart")

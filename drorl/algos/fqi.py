@@ -40,7 +40,7 @@ class Config:
     lr: float = 3e-4
     gamma: float = 0.99
     batch_size: int = 256
-    iteration_steps: int = 1000
+    iteration_steps: int = 250
     max_grad_norm: float = 10.0
 
 

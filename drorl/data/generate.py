@@ -156,6 +156,9 @@ def _replay(task: str, transitions: int, seed: int, num_envs: int, progress: boo
     snapshots = zoo.entries(task, "replay") + zoo.entries(task, "medium")
     if not snapshots:
         raise DrorlError(f"the behaviour-policy zoo has no replay snapshots for {task!r}")
+    if get_task(task).discrete:  # Gaussian noise on an action index would bias it toward the lower action
+        raise DrorlError(f"medium-replay adds Gaussian action noise and needs continuous actions; {task} is "
+                         "discrete (use mixed or medium-expert, or subsample / confine for coverage)")
     low, high = action_bounds(task)
     shares = np.diff(np.linspace(0, transitions, len(snapshots) + 1).round().astype(int))
     parts = []
