@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import drorl
-from drorl import algos, checkpoint
+from drorl import algos, checkpoint, health
 from drorl.data import buffer as buffer_lib
 from drorl.algos.base import Spec
 from drorl.envs import action_bounds, get_task, make_env
@@ -29,7 +29,7 @@ from drorl.errors import DrorlError
 from drorl.io_utils import write_json_atomic
 from drorl.progress import progress_bar
 from drorl.envs.policies import random_policy
-from drorl.train import policy_fn, scan_updates, truncate_metrics
+from drorl.train import last_good_checkpoint, policy_fn, report_warnings, scan_updates, truncate_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +130,8 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
         buffer = jax.tree_util.tree_map(jnp.asarray, saved["buffer"])
     metrics_path = out / "metrics.jsonl"
     truncate_metrics(metrics_path, counters["env_steps"])
+    history = health.read_records(metrics_path)
+    watch = getattr(algo, "DIAGNOSTICS", {})
 
     n = settings.num_envs
     envs = [make_env(info) for _ in range(n)]
@@ -174,6 +176,8 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
             if chunk is not None and counters["env_steps"] >= settings.start_steps:
                 state, rng, metrics = chunk(state, rng, buffer)
                 line.update({k: float(v) for k, v in jax.device_get(metrics).items()})
+                health.require_finite([line], state, counters["env_steps"] - settings.update_every + 1,
+                                      counters["env_steps"], last_good_checkpoint(ckpt_dir))
             if finished:
                 line.update({**summarize(finished), "episodes": counters["episodes"]})
                 finished = []
@@ -185,8 +189,11 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
             now = time.perf_counter()
             line["steps_per_s"] = settings.update_every / max(now - t_last, 1e-9)
             t_last = now
+            warnings = health.drift_warnings(history + [line], watch)
+            history += [line, *warnings]
             with open(metrics_path, "a") as fh:
-                fh.write(json.dumps(line) + "\n")
+                fh.write("".join(json.dumps(record) + "\n" for record in (line, *warnings)))
+            report_warnings(warnings)
             if step % settings.checkpoint_every < settings.update_every or step >= settings.env_steps:
                 checkpoint.save(ckpt_dir, step, {"state": state, "rng": rng, "counters": counters,
                                                  "buffer": buffer}, keep=1)

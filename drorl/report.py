@@ -31,7 +31,11 @@ def eval_table(result: dict[str, Any], title: str | None = None) -> Table:
 
 
 def print_eval_table(result: dict[str, Any], title: str | None = None, console: Console | None = None) -> None:
-    (console or Console()).print(eval_table(result, title))
+    """The table, then the training health warnings of the evaluated run, if any."""
+    console = console or Console()
+    console.print(eval_table(result, title))
+    for text in result.get("health_warnings", []):
+        console.print(text, markup=False, style="yellow")
 
 
 def comparison_table(results: list[tuple[str, dict[str, Any]]]) -> Table:

@@ -15,6 +15,7 @@ from drorl.data.generate import reference_returns
 from drorl.data.registry import data_dir, resolve
 from drorl.envs import get_task
 from drorl.errors import DrorlError
+from drorl.health import run_warnings
 from drorl.scores import normalized_score, reference_scores, spec_for, task_of
 from drorl.train import RunSettings, load_states, policy_fn, train
 
@@ -88,6 +89,7 @@ def evaluate_run(run_dir: str | Path, sweep: str, *, episodes: int, env: str | N
                              seed=seed, ref_min=ref_min, ref_max=ref_max, reference_source=source, progress=progress)
     result["algorithm"] = record["algorithm"]
     result["seeds"] = record["seeds"]
+    result["health_warnings"] = run_warnings(run_dir)
     write_eval_json(out or run_dir / "eval.json", result)
     return json.loads(json.dumps(result))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import drorl
-from drorl import algos, checkpoint
+from drorl import algos, checkpoint, health
 from drorl.algos.base import Spec, config_from_dict
 from drorl.data.dataset import Dataset
 from drorl.data.sampling import device_arrays, uniform_batch
@@ -147,6 +148,17 @@ def truncate_metrics(path: Path, last_step: int) -> None:
         tmp.write_text("".join(f"{line}\n" for line in kept))
 
 
+def last_good_checkpoint(directory: Path) -> str:
+    """What a stopped run leaves to resume from, for its error message."""
+    latest = checkpoint.latest(directory)
+    return f"the last good checkpoint is {latest}" if latest else "no checkpoint was written before it"
+
+
+def report_warnings(warnings: list[dict[str, Any]]) -> None:
+    for warning in warnings:
+        print(f"drorl: {health.describe(warning)}", file=sys.stderr)
+
+
 def _chunk_boundaries(start: int, steps: int, per_call: int) -> list[int]:
     ends = list(range(per_call, steps + 1, per_call))
     if not ends or ends[-1] != steps:
@@ -192,6 +204,8 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
         states, rngs = jax.tree_util.tree_map(jnp.asarray, (states, rngs))
     metrics_path = out / "metrics.jsonl"
     truncate_metrics(metrics_path, step)
+    history = health.read_records(metrics_path)
+    watch = getattr(algo, "DIAGNOSTICS", {})
 
     data = device_data(dataset)
     per_call = max(1, min(settings.updates_per_call, settings.steps))
@@ -207,17 +221,23 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
             states, rngs, metrics = chunk_fns[n](states, rngs, data)
             metrics = jax.device_get(metrics)
             elapsed = time.perf_counter() - t0
-            step = end
-            lines = [{"step": step, "seed": seed, **{k: float(v[i]) for k, v in metrics.items()}}
+            lines = [{"step": end, "seed": seed, **{k: float(v[i]) for k, v in metrics.items()}}
                      for i, seed in enumerate(seeds)]
+            health.require_finite(lines, states, step + 1, end, last_good_checkpoint(ckpt_dir))
+            step = end
             if evaluator is not None and settings.eval_every > 0 and (
                     step % settings.eval_every < n or step == settings.steps):
                 evals = evaluator(policy_fn(algo, states), len(seeds))
                 for i, line in enumerate(lines):
                     line.update({k: float(v[i]) for k, v in evals.items()})
+            warnings = health.drift_warnings(history + lines, watch)
+            history += lines + warnings
             with open(metrics_path, "a") as fh:
                 for line in lines:
                     fh.write(json.dumps({**line, "seconds": round(elapsed, 4)}) + "\n")
+                for warning in warnings:
+                    fh.write(json.dumps(warning) + "\n")
+            report_warnings(warnings)
             if step % settings.checkpoint_every < n or step == settings.steps:
                 checkpoint.save(ckpt_dir, step, (states, rngs))
             advance(n)

@@ -31,6 +31,10 @@ from drorl.nn.train_state import TrainState, gradient_step
 from drorl.nn.vae import ConditionalVAE, vae_loss
 
 
+# metrics the health monitor (drorl.health) watches for drift, and what drifting means
+DIAGNOSTICS = {"q_mean": "the critic diverges (bootstrapped values feeding on themselves)"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """BCQ hyper-parameters (defaults from the paper and its reference implementation).

@@ -51,6 +51,15 @@ from drorl.nn.train_state import TrainState, gradient_step
 from drorl.robust.divergences import Divergence, get_divergence
 
 
+# metrics the health monitor (drorl.health) watches for drift, and what drifting means
+DIAGNOSTICS = {
+    "tau": "the divergence ball's multiplier runs away: the ball constraint cannot be met (is w = 1 feasible "
+           "under this occupancy?)",
+    "q_initial": "Q at initial states runs away: the balance equation is not being solved",
+    "effective_sample_fraction": "the worst-case weights collapse onto a few transitions",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """BC's policy plus the robust dual's fields.

@@ -32,6 +32,10 @@ from drorl.nn.critics import Critic
 from drorl.nn.train_state import TrainState
 
 
+# metrics the health monitor (drorl.health) watches for drift, and what drifting means
+DIAGNOSTICS = {"ratio_mean": "the estimated density ratio drifts from mean 1: the estimate is not converging"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """DualDICE hyper-parameters.

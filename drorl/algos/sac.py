@@ -23,6 +23,10 @@ from drorl.nn.train_state import TrainState, gradient_step
 from drorl.nn.policies import TanhGaussianPolicy, tanh_gaussian_sample_and_log_prob
 
 
+# metrics the health monitor (drorl.health) watches for drift, and what drifting means
+DIAGNOSTICS = {"q_mean": "the critic diverges (bootstrapped values feeding on themselves)"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """SAC hyper-parameters (defaults: the SAC paper's, as in SpinningUp and jaxrl).

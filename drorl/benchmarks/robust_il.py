@@ -17,13 +17,16 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 from rich.console import Console
 
+from drorl.aggregates import aggregate_section
 from drorl.algos import be_droil
 from drorl.benchmarks.common import (Difference, SeedCurves, fmt, holm_verdicts, missing_tasks_note,
                                     restrict_tasks, run_jobs, train_and_evaluate)
 from drorl.data.generate import DEFAULT_DEMO_EPISODES
 from drorl.data.registry import resolve
+from drorl.health import report_lines
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
 from drorl.plot import plot_robustness
 from drorl.report import comparison_table
@@ -192,6 +195,18 @@ def _difference_lines(differences: dict[str, list[Difference]], adjusted: dict[s
     return lines
 
 
+def _aggregate_lines(curves_of: dict[str, dict[str, SeedCurves]], profile: Profile) -> list[str]:
+    """IQM and friends over tasks (seeds x tasks per variant) of the nominal score and of the AUC averaged over
+    the profile's families, and BE-DROIL's probability of improvement over every other variant."""
+    labels = list(curves_of[profile.tasks[0]])
+    nominal = {label: np.array([curves_of[t][label].nominal for t in profile.tasks]).T for label in labels}
+    auc = {label: np.array([np.mean([curves_of[t][label].auc[f] for f in profile.families], axis=0)
+                            for t in profile.tasks]).T for label in labels}
+    pairs = [(REFERENCE, label) for label in labels if label != REFERENCE] if REFERENCE in labels else []
+    return ["## Across tasks", "", *aggregate_section(nominal, pairs, "the nominal score"),
+            *aggregate_section(auc, pairs, f"the AUC averaged over {', '.join(profile.families)}")]
+
+
 def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: list[dict], out: Path) -> Path:
     lines = [f"# Robust imitation benchmark ({profile_name})", "",
              f"Seeds {list(profile.seeds)}; {profile.steps:,} gradient steps; {profile.episodes} evaluation "
@@ -218,6 +233,8 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
         plot = plot_robustness([(job.label, res) for job, res in rows], out / f"{task}.png",
                                title=f"{task}: robustness curves ({profile_name})")
         lines += ["", f"![{task}]({plot.name})", ""]
+    lines += _aggregate_lines(curves_of, profile)
+    lines += report_lines((f"{job.task} {job.label}", job.run_dir) for job in jobs)
     report = out / "report.md"
     write_bytes_atomic(report, "\n".join(lines).encode())
     write_json_atomic(out / "results.json", summary)
