@@ -146,3 +146,21 @@ def test_a_drifting_run_warns_in_metrics_jsonl_and_in_the_benchmark_report(tmp_p
     lines = health.report_lines([("hopper BE-DROIL", tmp_path / "run")])
     assert lines[0] == "## Training health" and any(x.startswith("- hopper BE-DROIL: warning: growing") for x in lines)
     assert health.report_lines([("clean", tmp_path / "nowhere")]) == []
+
+
+def test_drorl_report_lists_the_warnings_of_its_runs(tmp_path):
+    from test_run_report import make_run
+
+    from drorl.run_report import write_run_report
+
+    steps = np.arange(1, 41) * 100
+    records = [{"step": int(s), "seed": 0, "tau": 1 + 0.01 * s} for s in steps]
+    warning = health.drift_warnings(records, be_droil.DIAGNOSTICS)
+    assert [w["metric"] for w in warning] == ["tau"]
+    drifting = make_run(tmp_path / "drifting", "be-droil", "hopper", "hopper-expert-demos", [50.0, 60.0])
+    (drifting / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records + warning))
+    calm = make_run(tmp_path / "calm", "bc", "hopper", "hopper-expert-demos", [40.0, 45.0])
+    text = write_run_report([drifting, calm], tmp_path / "report").read_text()
+    assert "## Training health" in text and f"- {drifting} (be-droil on hopper / hopper-expert-demos): warning: tau " \
+                                          "(seed 0) drifts without levelling off" in text
+    assert f"- {calm}" not in text
