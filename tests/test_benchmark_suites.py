@@ -108,3 +108,21 @@ def test_welch_p_value_by_hand_and_holm_verdicts():
     # alone the marginal call stands; among ten comparisons Holm turns it into a tie, the clear one stays
     assert holm_verdicts([marginal]) == ["helps"]
     assert holm_verdicts([clear] + [marginal] * 9)[:2] == ["helps", "ties"]
+
+
+def test_resolvable_difference_is_where_welch_reaches_five_percent():
+    from drorl.benchmarks.common import pooled_seed_sd, resolvable_difference, welch_p_value
+
+    spread = [-1.5, 0.0, 1.5]  # sample standard deviation 1.5
+    d = resolvable_difference(1.5, 3)
+    assert welch_p_value([d + x for x in spread], spread) == pytest.approx(0.05, rel=1e-9)
+    assert pooled_seed_sd([[1.0, 3.0], [10.0, 12.0, 14.0]]) == pytest.approx(((2 + 8) / 3) ** 0.5)
+
+
+def test_ovr_verdict_profile_runs_random_only_with_clean_rewards(tmp_path):
+    from drorl.benchmarks.ovr import PROFILES, jobs_of
+
+    jobs = jobs_of(PROFILES["verdict"], tmp_path)
+    cells = {(j.task, j.cell) for j in jobs}
+    assert {cell for task, cell in cells} == {"medium", "mixed", "random", "medium +N(0,1²)", "mixed +N(0,1²)"}
+    assert len(jobs) == 2 * 5 * 2 and {j.label for j in jobs} == {"BCQ", "BCQ+OVR"}

@@ -89,6 +89,21 @@ def holm_verdicts(differences: Sequence[Difference], alpha: float = 0.05) -> lis
     return [d.verdict if keep else "ties" for d, keep in zip(differences, rejected)]
 
 
+def resolvable_difference(seed_sd: float, seeds_per_arm: int, level: float = 0.95) -> float:
+    """The smallest difference of two arms' means that a Welch interval at ``level`` excludes zero for, with
+    ``seeds_per_arm`` seeds and a per-seed standard deviation ``seed_sd`` in each arm: t(df) s sqrt(2/n),
+    df = 2(n - 1) (Welch's df for equal variances)."""
+    n = seeds_per_arm
+    return float(stats.t.ppf(0.5 + level / 2, 2 * (n - 1)) * seed_sd * np.sqrt(2.0 / n))
+
+
+def pooled_seed_sd(groups: Sequence[Sequence[float]]) -> float:
+    """The per-seed standard deviation pooled over cells (each cell's spread about its own mean)."""
+    squares = sum(float(np.sum((np.asarray(g) - np.mean(g)) ** 2)) for g in groups)
+    dof = sum(len(g) - 1 for g in groups)
+    return float(np.sqrt(squares / dof)) if dof > 0 else float("nan")
+
+
 def restrict_tasks(profile: Any, tasks: Sequence[str] | None) -> Any:
     """``profile`` with only ``tasks`` (kept in the profile's order), so that a long profile can be run one
     task at a time into the same output directory; ``None`` keeps every task."""
