@@ -3,6 +3,7 @@ dataset belongs to, and the algorithm ``Spec`` (bounds, discrete actions) derive
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -36,11 +37,33 @@ def task_of(dataset: Dataset, env: str | None, source: str = "dataset") -> str |
     name = env or dataset.metadata.get("env")
     if not name:
         return None
-    info = get_task(name)
+    try:
+        info = get_task(name)
+    except DrorlError as exc:
+        raise DrorlError(f"{source}: {exc}") from None
     if (dataset.obs_dim, dataset.act_dim) != (info.obs_dim, info.act_dim):
         raise DrorlError(f"{source}: observations have {dataset.obs_dim} columns and actions {dataset.act_dim}; "
                          f"task {info.name} expects {info.obs_dim} and {info.act_dim}")
+    require_actions_in_box(dataset, info.name, source)
     return info.name
+
+
+@functools.lru_cache(maxsize=None)
+def _action_box(task: str) -> tuple[np.ndarray, np.ndarray]:
+    """The task's action box, made once per process (building the environment takes milliseconds)."""
+    return action_bounds(get_task(task))
+
+
+def require_actions_in_box(dataset: Dataset, task: str, source: str) -> None:
+    """Refuse actions outside the task's box (beyond float rounding): the data belongs to another task or
+    another action scaling, and training would silently fit actions the task cannot take."""
+    low, high = _action_box(task)
+    slack = 1e-4 * (high - low)
+    outside = (dataset.actions < low - slack) | (dataset.actions > high + slack)
+    if outside.any():
+        row, column = (int(i) for i in np.argwhere(outside)[0])
+        raise DrorlError(f"{source}: 'actions' row {row}, column {column} is {dataset.actions[row, column]:g}, "
+                         f"outside task {task}'s action box [{low[column]:g}, {high[column]:g}]")
 
 
 def spec_for(dataset: Dataset, task: str | None) -> Spec:

@@ -161,8 +161,8 @@ def validate_arrays(arrays: dict[str, Any], source: str, obs_dim: int | None = N
         if arr.ndim != want_ndim:
             raise DrorlError(f"{source}: {key!r} has shape {arr.shape}; expected {want_ndim} dimensions")
         if key in _FLOAT_KEYS:
-            if not np.issubdtype(arr.dtype, np.number):
-                raise DrorlError(f"{source}: {key!r} has dtype {arr.dtype}; expected numbers")
+            if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+                raise DrorlError(f"{source}: {key!r} has dtype {arr.dtype}; expected real numbers")
             arr = arr.astype(np.float32, copy=False)
             bad = ~np.isfinite(arr)
             if bad.any():

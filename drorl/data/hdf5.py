@@ -31,18 +31,27 @@ def read_hdf5(path: str | Path, obs_dim: int | None = None, act_dim: int | None 
         fh = h5py.File(path, "r")
     except OSError as exc:
         raise DrorlError(f"{name}: not a readable HDF5 file ({exc.__class__.__name__})") from None
-    with fh:
-        arrays: dict[str, Any] = {}
-        for key in D4RL_KEYS:
-            if key not in fh:
-                continue
-            node = fh[key]
-            if not isinstance(node, h5py.Dataset):
-                raise DrorlError(f"{name}: {key!r} is a group; expected an array")
-            arrays[key] = node[()]
-        metadata = _read_metadata(fh)
+    try:
+        with fh:
+            arrays = _read_arrays(fh, name)
+            metadata = _read_metadata(fh)
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:  # h5py on a damaged file
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise DrorlError(f"{name}: damaged HDF5 file ({exc.__class__.__name__}: {detail})") from None
     validated = validate_arrays(arrays, name, obs_dim=obs_dim, act_dim=act_dim)
     return Dataset(**validated, metadata=metadata)
+
+
+def _read_arrays(fh: h5py.File, name: str) -> dict[str, Any]:
+    arrays: dict[str, Any] = {}
+    for key in D4RL_KEYS:
+        if key not in fh:
+            continue
+        node = fh[key]
+        if not isinstance(node, h5py.Dataset):
+            raise DrorlError(f"{name}: {key!r} is a group; expected an array")
+        arrays[key] = node[()]
+    return arrays
 
 
 def _read_metadata(fh: h5py.File) -> dict[str, Any]:

@@ -41,7 +41,10 @@ def load(path: str | Path) -> Dataset:
     dataset = read_hdf5(path)
     env = dataset.metadata.get("env")
     if env:
-        info = get_task(env)
+        try:
+            info = get_task(env)
+        except DrorlError as exc:
+            raise DrorlError(f"{path.name}: metadata 'env': {exc}") from None
         if dataset.obs_dim != info.obs_dim or dataset.act_dim != info.act_dim:
             raise DrorlError(f"{path.name}: shapes (obs {dataset.obs_dim}, act {dataset.act_dim}) do not match "
                              f"task {info.name} (obs {info.obs_dim}, act {info.act_dim})")
