@@ -20,6 +20,7 @@ from drorl.algos import Entry
 from drorl.algos.base import Spec, config_fields, replace_config
 from drorl.data.dataset import Dataset
 from drorl.data.sampling import device_arrays
+from drorl.envs import action_bounds, get_task
 from drorl.train import init_states, make_train_chunk
 
 from conftest import make_arrays
@@ -70,7 +71,14 @@ def tiny_config(config: Any) -> Any:
 
 
 def tiny_problem(entry: Entry) -> tuple[Dataset, Spec]:
-    """A small dataset and spec for the entry's first action space."""
+    """A small dataset and spec for the entry's first action space, or its first task if it names tasks."""
+    if entry.tasks:
+        info = get_task(entry.tasks[0])
+        low, high = action_bounds(info)
+        arrays = make_arrays(n=160, obs_dim=info.obs_dim, act_dim=info.act_dim, episode_len=40)
+        arrays["actions"] = low + (arrays["actions"] + 1.0) / 2.0 * (high - low)
+        dataset = Dataset.from_arrays(arrays)
+        return dataset, Spec.from_dataset(dataset, low, high, task=info.name)
     arrays = make_arrays(n=160, obs_dim=3, act_dim=2 if entry.action_spaces[0] == "continuous" else 1,
                          episode_len=40)
     if entry.action_spaces[0] == "continuous":

@@ -112,10 +112,10 @@ def test_rows_from_observations_equal_the_world_frame_rows(name):
         theta, l = env_state.state[2], task.lookahead
         g = jnp.array([[jnp.cos(theta), -l * jnp.sin(theta)], [jnp.sin(theta), l * jnp.cos(theta)]])
         world = first_order_cbf_rows(p + l * jnp.array([jnp.cos(theta), jnp.sin(theta)]), jnp.zeros(2), g,
-                                     env_state.centres, env_state.radii + l, xi_bar, task.cbf_alpha)
+                                     env_state.centres, env_state.radii + task.cbf_buffer + l, xi_bar, task.cbf_alpha)
     else:
         v = env_state.state[task.pos_dim:]
-        world = high_order_cbf_rows(p, v, jnp.eye(task.pos_dim), env_state.centres, env_state.radii, xi_bar,
+        world = high_order_cbf_rows(p, v, jnp.eye(task.pos_dim), env_state.centres, env_state.radii + task.cbf_buffer, xi_bar,
                                     *task.cbf_poles, drift=safety.acceleration_drift(task, v))
     for got, want in zip(rows, world):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

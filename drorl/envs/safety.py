@@ -61,6 +61,8 @@ class SafetyTask:
         goal_bonus: reward for reaching the goal.
         nominal_std: standard deviation of the nominal disturbance N(0, std^2 I).
         lookahead: the unicycle's look-ahead distance l (0 for the others).
+        cbf_buffer: added to the radii the CBF guards (not to those the cost counts): room for the
+            discrete-time step and the nominal noise, which the continuous-time CBF does not cover.
         cbf_alpha: first-order CBF gain, alpha(h) = cbf_alpha h.
         cbf_poles: (p1, p2) of the high-order CBF, k1 = p1 + p2, k0 = p1 p2.
         gravity: g of the quadcopter's drift (0 for the others).
@@ -88,6 +90,7 @@ class SafetyTask:
     goal_bonus: float = 10.0
     nominal_std: float = 0.1
     lookahead: float = 0.0
+    cbf_buffer: float = 0.05
     cbf_alpha: float = 1.0
     cbf_poles: tuple[float, float] = (2.0, 2.0)
     gravity: float = 0.0
@@ -289,7 +292,8 @@ def cbf_rows(task: SafetyTask, obs: Array, disturbance_mean: Array) -> CBFRows:
     """The CBF rows A u >= b - eps of every obstacle from observations [..., obs_dim] alone.
 
     Written in the robot's frame (p = 0, obstacles at c_i - p): first order for the unicycle (its
-    look-ahead point, radii inflated by l), high order for the others. ``disturbance_mean`` [..., d]
+    look-ahead point, radii inflated by l), high order for the others; radii grow by ``cbf_buffer``.
+    ``disturbance_mean`` [..., d]
     is xi_bar, the mean the layer guards against.
     """
     own, _, centres, radii = split_observation(task, obs)
@@ -298,13 +302,13 @@ def cbf_rows(task: SafetyTask, obs: Array, disturbance_mean: Array) -> CBFRows:
         cos, sin, l = own[..., 2], own[..., 3], task.lookahead
         heading = jnp.stack([cos, sin], axis=-1)
         control = jnp.stack([jnp.stack([cos, -l * sin], -1), jnp.stack([sin, l * cos], -1)], -2)
-        return first_order_cbf_rows(l * heading, jnp.zeros_like(heading), control, centres, radii + l,
-                                    disturbance_mean, alpha=task.cbf_alpha)
+        return first_order_cbf_rows(l * heading, jnp.zeros_like(heading), control, centres,
+                                    radii + task.cbf_buffer + l, disturbance_mean, alpha=task.cbf_alpha)
     velocity = own[..., d:]
     control = jnp.broadcast_to(jnp.eye(d), velocity.shape[:-1] + (d, d))
     p1, p2 = task.cbf_poles
-    return high_order_cbf_rows(jnp.zeros_like(velocity), velocity, control, centres, radii, disturbance_mean,
-                               p1=p1, p2=p2, drift=acceleration_drift(task, velocity))
+    return high_order_cbf_rows(jnp.zeros_like(velocity), velocity, control, centres, radii + task.cbf_buffer,
+                               disturbance_mean, p1=p1, p2=p2, drift=acceleration_drift(task, velocity))
 
 
 def reset_key(rng: np.random.Generator) -> Array:
