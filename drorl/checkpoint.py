@@ -48,10 +48,33 @@ def load(path: str | Path, target: Any) -> tuple[int, Any]:
     try:
         raw = flax.serialization.msgpack_restore(path.read_bytes())
         tree = flax.serialization.from_state_dict(target, raw["tree"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise DrorlError(f"{path}: not a drorl checkpoint matching this run ({exc})") from None
-    tree = jax.tree_util.tree_map(lambda x: np.asarray(x), tree)
-    return int(raw["step"]), tree
+        step = raw["step"]
+    except Exception as exc:  # msgpack and flax raise many types on damaged bytes; none is a bug here
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise DrorlError(f"{path}: not a drorl checkpoint matching this run ({exc.__class__.__name__}: "
+                         f"{detail})") from None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise DrorlError(f"{path}: its 'step' is {step!r}; expected a non-negative integer")
+    mismatch = _first_mismatch(tree, target)
+    if mismatch:
+        raise DrorlError(f"{path}: not a drorl checkpoint matching this run ({mismatch})")
+    return step, jax.tree_util.tree_map(np.asarray, tree)
+
+
+def _first_mismatch(tree: Any, target: Any) -> str | None:
+    """The first leaf whose structure, shape or dtype differs from ``target``'s, described; or None."""
+    restored, structure = jax.tree_util.tree_flatten_with_path(tree)
+    expected, expected_structure = jax.tree_util.tree_flatten_with_path(target)
+    if structure != expected_structure:
+        return "its tree differs from this run's state"
+    for (key, leaf), (_, want) in zip(restored, expected):
+        if not isinstance(leaf, (np.ndarray, np.generic, int, float, bool)):
+            return f"{jax.tree_util.keystr(key)} is a {type(leaf).__name__}, not an array"
+        have, need = np.asarray(leaf), np.asarray(want)
+        if have.shape != need.shape or have.dtype != need.dtype:
+            return (f"{jax.tree_util.keystr(key)} has shape {have.shape} and dtype {have.dtype}; "
+                    f"expected {need.shape} {need.dtype}")
+    return None
 
 
 def require_same_run(path: Path, old: dict, new: dict, keys: tuple[str, ...], defaults: dict | None = None) -> None:

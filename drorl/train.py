@@ -244,15 +244,64 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
     return states, out
 
 
+def read_run_record(run_dir: Path) -> tuple[ModuleType, dict[str, Any], Any]:
+    """The algorithm, config.json and the algorithm's config of a run directory, every field a loaded run
+    needs checked: a damaged or hand-edited config.json is a one-line error naming it."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise DrorlError(f"{run_dir}: not a run directory (no config.json)")
+    try:
+        record = json.loads(path.read_bytes())
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise DrorlError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
+    problem = _run_record_problem(record)
+    if problem:
+        raise DrorlError(f"{path}: {problem}")
+    try:
+        algo = algos.get(record["algorithm"])
+    except DrorlError as exc:
+        raise DrorlError(f"{path}: {exc}") from None
+    return algo, record, config_from_dict(algo.Config, record.get("config"), source=str(path))
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _run_record_problem(record: Any) -> str | None:
+    """What is wrong with a config.json's content for loading its run, or None."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, found {type(record).__name__}"
+    if not isinstance(record.get("algorithm"), str):
+        return "'algorithm' should be an algorithm's name"
+    seeds = record.get("seeds")
+    if not (isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+            and len(set(seeds)) == len(seeds)):
+        return "'seeds' should be a list of distinct integers"
+    spec = record.get("spec")
+    if not isinstance(spec, dict) or not _is_count(spec.get("obs_dim")) or not _is_count(spec.get("act_dim")):
+        return "'spec' should hold positive integers 'obs_dim' and 'act_dim'"
+    for bound in ("action_low", "action_high"):
+        values = spec.get(bound)
+        if not (isinstance(values, list) and len(values) == spec["act_dim"]
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+            return f"'spec.{bound}' should be a list of {spec['act_dim']} numbers"
+    if not (spec.get("task") is None or isinstance(spec["task"], str)):
+        return "'spec.task' should be a task's name or null"
+    if not (spec.get("num_actions") is None or _is_count(spec["num_actions"])):
+        return "'spec.num_actions' should be a positive integer or null"
+    if not (record.get("env") is None or isinstance(record["env"], str)):
+        return "'env' should be a task's name or null"
+    dataset = record.get("dataset")
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("metadata", {}), dict):
+        return "'dataset' should be an object (its 'metadata' too)"
+    return None
+
+
 def load_states(run_dir: str | Path) -> tuple[ModuleType, dict[str, Any], Any]:
     """The algorithm module, config.json and the latest checkpoint's stacked states of a run."""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise DrorlError(f"{run_dir}: not a run directory (no config.json)")
-    record = json.loads(config_path.read_text())
-    algo = algos.get(record["algorithm"])
-    config = config_from_dict(algo.Config, record["config"], source=str(config_path))
+    algo, record, config = read_run_record(run_dir)
     s = record["spec"]
     dummy = Spec(s["obs_dim"], s["act_dim"], np.asarray(s["action_low"], np.float32),
                  np.asarray(s["action_high"], np.float32), np.zeros(s["obs_dim"], np.float32),
@@ -265,5 +314,5 @@ def load_states(run_dir: str | Path) -> tuple[ModuleType, dict[str, Any], Any]:
     return algo, record, jax.tree_util.tree_map(jnp.asarray, states)
 
 
-__all__ = ["RunSettings", "train", "load_states", "policy_fn", "device_data", "scan_updates",
+__all__ = ["RunSettings", "train", "load_states", "read_run_record", "policy_fn", "device_data", "scan_updates",
            "make_train_chunk", "init_states"]

@@ -156,3 +156,155 @@ def test_fuzzed_dataset_files(tmp_path_factory, mutation):
         if spec.task is not None:
             assert dataset.obs_dim == spec.obs_dim and (dataset.actions >= spec.action_low - 1e-3).all()
     shutil.rmtree(directory)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run directories: config.json and msgpack checkpoints
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny finished BC run (config.json, one checkpoint) and the stacked template its checkpoint loads into."""
+    import flax.serialization
+
+    from drorl.algos import bc
+    from drorl.algos.base import Spec
+    from drorl.data.dataset import Dataset
+    from drorl.train import RunSettings, init_states, train
+
+    run = tmp_path_factory.mktemp("run")
+    dataset = Dataset.from_arrays(make_arrays(n=60), metadata={"env": "inverted-pendulum"})
+    config = bc.Config(policy=bc.PolicyConfig(hidden_dims=(4,)))
+    train("bc", dataset, run, RunSettings(steps=10, seeds=(0, 1), updates_per_call=10), config=config,
+          progress=False)
+    template = init_states(bc, config, Spec.from_dataset(dataset), [0, 1])
+    checkpoint_bytes = next((run / "checkpoints").glob("*.msgpack")).read_bytes()
+    return run, template, flax.serialization.msgpack_restore(checkpoint_bytes)
+
+
+def nested_paths(tree, prefix=()):
+    """Every path (tuple of keys) into nested dicts, inner nodes included."""
+    paths = [prefix]
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            paths += nested_paths(value, prefix + (key,))
+    return paths
+
+
+def set_path(tree, path, value, delete=False):
+    """``tree`` (nested dicts) with the node at ``path`` replaced by ``value`` (or removed)."""
+    if not path:
+        return value
+    out = dict(tree)
+    if len(path) == 1:
+        if delete:
+            out.pop(path[0], None)
+        else:
+            out[path[0]] = value
+        return out
+    out[path[0]] = set_path(tree[path[0]], path[1:], value, delete) if isinstance(tree[path[0]], dict) else value
+    return out
+
+
+LEAF_VALUES = (np.zeros((3, 2), np.float32), np.zeros((0,), np.float32), np.full(4, np.inf, np.float32),
+               np.zeros(2, np.float64), np.array(["x"]), np.zeros((2, 2, 2), np.int8), "text", None, 7, -1, 2.5,
+               {"unknown": np.ones(1)}, [1, 2])
+
+
+@st.composite
+def tree_mutation(draw):
+    kind = draw(st.sampled_from(("truncate", "flip", "replace", "delete", "json")))
+    return kind, draw(st.integers(0, 2**31 - 1)), draw(JSON)
+
+
+def mutate_tree(tree, kind, seed, payload, leaf_values):
+    paths = nested_paths(tree)
+    path = paths[seed % len(paths)]
+    if kind == "delete":
+        return set_path(tree, path, None, delete=True)
+    if kind == "json":
+        return set_path(tree, path, payload)
+    return set_path(tree, path, leaf_values[seed % len(leaf_values)])
+
+
+@FUZZ
+@given(mutation=tree_mutation())
+def test_fuzzed_checkpoints(finished_run, tmp_path_factory, mutation):
+    import flax.serialization
+
+    from drorl import checkpoint
+
+    run, template, raw = finished_run
+    kind, seed, payload = mutation
+    directory = tmp_path_factory.mktemp("ckpt", numbered=True)
+    path = directory / "step_000000010.msgpack"
+    if kind in ("truncate", "flip"):
+        path.write_bytes(flax.serialization.msgpack_serialize(raw))
+        if kind == "truncate":
+            truncate(path, (seed % 1000) / 1000)
+        else:
+            flip_bytes(path, (seed % 1000) / 1000, np.random.default_rng(seed).bytes(1 + seed % 32))
+    else:
+        mutated = mutate_tree(raw, kind, seed, payload, LEAF_VALUES)
+        path.write_bytes(flax.serialization.msgpack_serialize(mutated, in_place=False) if isinstance(mutated, dict)
+                         else flax.serialization.msgpack_serialize({"step": 10, "tree": mutated}))
+    loaded = loads_or_refuses(lambda p: checkpoint.load(p, template), path, path.name, directory)
+    if loaded is not None:
+        step, tree = loaded
+        assert step >= 0
+        for have, want in zip(jax_leaves(tree), jax_leaves(template), strict=True):
+            assert have.shape == np.shape(want) and have.dtype == np.asarray(want).dtype
+    shutil.rmtree(directory)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree_util.tree_leaves(tree)
+
+
+@FUZZ
+@given(mutation=tree_mutation())
+def test_fuzzed_run_configs(finished_run, tmp_path_factory, mutation):
+    from drorl.train import read_run_record
+
+    run, _, _ = finished_run
+    kind, seed, payload = mutation
+    directory = tmp_path_factory.mktemp("runcfg", numbered=True)
+    path = directory / "config.json"
+    text = (run / "config.json").read_text()
+    if kind == "truncate":
+        path.write_text(text[:int(len(text) * (seed % 1000) / 1000)])
+    elif kind == "flip":
+        path.write_bytes(text.encode())
+        flip_bytes(path, (seed % 1000) / 1000, np.random.default_rng(seed).bytes(1 + seed % 8))
+    else:
+        leaf_values = ("hopper", "moon", -3, 0, 1.5, True, None, [], [1, "a"], {"x": 1}, "bc", "sac")
+        path.write_text(json.dumps(mutate_tree(json.loads(text), kind, seed, payload, leaf_values)))
+    loaded = loads_or_refuses(read_run_record, directory, "config.json", directory)
+    if loaded is not None:
+        algo, record, config = loaded
+        assert isinstance(config, algo.Config) and isinstance(record["seeds"], list)
+    shutil.rmtree(directory)
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda run: (run / "config.json").write_text('{"algorithm": "bc", "seeds": [0]'), "not valid JSON"),
+    (lambda run: (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()),
+                                                              "seeds": "0"})), "'seeds' should be"),
+    (lambda run: truncate(next((run / "checkpoints").glob("*.msgpack")), 0.5), "not a drorl checkpoint"),
+])
+def test_a_damaged_run_directory_through_the_cli(finished_run, tmp_path, monkeypatch, capsys, damage, expected):
+    import sys
+
+    from drorl import cli
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    damage(run)
+    before = files_under(run)
+    monkeypatch.setattr(sys, "argv", ["drorl", "evaluate", str(run), "--episodes", "1", "--quiet"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and expected in err and str(run) in err
+    assert files_under(run) == before

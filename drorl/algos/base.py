@@ -186,6 +186,9 @@ def config_from_dict(config_cls: type, values: dict[str, Any], source: str = "co
     """Rebuild a config saved in config.json (nested configs as nested objects; tuples come back from
     JSON as lists). Missing fields take their defaults; an unknown field is an error (a config written
     by another version of drorl)."""
+    if not isinstance(values, dict):
+        raise DrorlError(f"{source}: the config of {_owner(config_cls)} should be a group of options, "
+                         f"not {type(values).__name__}")
     hints = typing.get_type_hints(config_cls)
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(values) - names)
@@ -198,6 +201,40 @@ def config_from_dict(config_cls: type, values: dict[str, Any], source: str = "co
             if not isinstance(value, dict):
                 raise DrorlError(f"{source}: option {name} of {_owner(config_cls)} should be a group of options")
             kwargs[name] = config_from_dict(hints[name], value, source)
+        elif not fits_type(hints[name], value):
+            raise DrorlError(f"{source}: option {name} of {_owner(config_cls)} is {value!r}; expected "
+                             f"{_type_text(hints[name])}")
         else:
             kwargs[name] = tuple(value) if isinstance(value, list) else value
     return config_cls(**kwargs)
+
+
+def fits_type(hint: Any, value: Any) -> bool:
+    """Whether a value read from JSON fits a config field's annotation (tuples arrive as lists; an int
+    is a float). Annotations other than these plain ones are not checked."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return any(fits_type(a, value) for a in args)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(fits_type(args[0], v) for v in value)
+        return len(args) == len(value) and all(fits_type(a, v) for a, v in zip(args, value))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_text(hint: Any) -> str:
+    return str(hint).replace("typing.", "")
