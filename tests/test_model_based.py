@@ -7,12 +7,15 @@ rollouts cross hopper's health limits and terminate, which is what these tests n
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+import pytest
 
-from drorl.algos import model_based, sac
+from drorl.algos import model_based, mopo, mopo_auto, sac
 from drorl.algos.base import Spec
 from drorl.data import buffer as ring
 from drorl.envs.termination import terminated
 from drorl.nn import dynamics
+from drorl.nn.train_state import TrainState, gradient_step
 
 OBS_DIM, ACT_DIM, HORIZON = 11, 3, 4
 DYNAMICS = dynamics.Config(num_members=3, num_elites=2, hidden_dims=(16,), weight_decays=(2.5e-5, 1e-4))
@@ -110,3 +113,29 @@ def test_batches_mix_real_and_model_rows_with_real_ratio_f():
         np.testing.assert_array_equal(np.asarray(mixed["rewards"])[:8], 7.0)  # the dataset's rewards
         assert not np.any(np.asarray(mixed["rewards"])[8:] == 7.0)  # the model's
     assert int(buffer.size) == round(written)
+
+
+def test_mopo_penalties_and_the_sign_of_j_lambda():
+    """MOPO's max-std penalty; MOPO-auto's excess entropy is never a bonus (trap 1: the differential
+    entropy of a small sigma is negative) and minimising J raises lambda while the rollouts' entropy
+    exceeds delta (trap 2: the reverse of SAC's temperature)."""
+    model = hopper_model().replace(elites=jnp.array([2, 0]))
+    std = jax.random.uniform(jax.random.PRNGKey(0), (3, 5, OBS_DIM + 1), minval=0.01, maxval=2.0)
+    expected = np.max(np.linalg.norm(np.asarray(std)[[2, 0]], axis=-1), axis=0)
+    np.testing.assert_allclose(mopo.max_std_penalty(model, {"std": std}), expected, rtol=1e-6)
+
+    penalty = mopo_auto.entropy_penalty(reference_std=0.25)
+    small = {"normalised_std": jnp.full((3, 5, OBS_DIM + 1), 0.01)}
+    assert float(mopo_auto.gaussian_entropy(small["normalised_std"]).max()) < 0  # a negative entropy ...
+    np.testing.assert_array_equal(penalty(model, small), 0.0)  # ... is no bonus
+    large = {"normalised_std": std.at[0].set(1.0)}  # member 0, an elite, at the data's own spread
+    h_ref = 0.5 * (OBS_DIM + 1) * (1 + np.log(2 * np.pi * 0.25**2))
+    assert np.all(np.asarray(penalty(model, large)) >= 0.5 * (OBS_DIM + 1) * (1 + np.log(2 * np.pi)) - h_ref - 1e-4)
+
+    weight = TrainState.create(jnp.zeros(()), optax.sgd(0.1))
+    model_rows = jnp.array([0.0, 1.0, 1.0])
+    for mean_penalty, direction in ((2.0, 1), (0.0, -1)):
+        rows = jnp.array([100.0, mean_penalty, mean_penalty])  # the real row's value is left out
+        stepped, loss, _ = gradient_step(weight, mopo_auto.penalty_weight_objective, rows, model_rows, 0.5)
+        assert float(loss) == pytest.approx(0.5 - mean_penalty)
+        assert np.sign(float(stepped.params)) == direction

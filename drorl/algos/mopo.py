@@ -1,0 +1,105 @@
+"""MOPO: model-based offline policy optimisation (Yu et al. 2020), the max-std penalty with a fixed lambda.
+
+SAC (drorl.algos.sac: its critic loss, entropy backup, actor and temperature) on batches that mix
+real rows with model rollouts (drorl.algos.model_based) whose rewards are penalised by the model's
+uncertainty:
+
+    r~(s, a) = r^(s, a) - lambda u(s, a),   u = max over elites m of ||sigma_m(s, a)||_2
+
+(the norm over the predicted standard deviations of (s' - s, r) in raw units, as MOPO's code; the
+DROMO paper's Section 2.3). The penalty is stored with each model row when it is rolled out and
+applied when the row is trained on; real rows are not penalised. Public defaults (OfflineRL-Kit):
+real ratio 0.05, 2 x 256 networks, actor lr 1e-4, critic lr 3e-4, h and lambda per task (hopper-medium
+5 and 5, halfcheetah-medium 1 and 0.5, walker2d-medium 5 and 0.5): drorl's defaults are h = 5 and
+lambda = 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from drorl.algos import model_based, sac
+from drorl.algos.base import Spec
+from drorl.data.buffer import RingBuffer
+from drorl.data.dataset import Dataset
+from drorl.nn import dynamics
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """MOPO's hyper-parameters (defaults: OfflineRL-Kit's MOPO, spec/model-based.md).
+
+    Attributes:
+        model: the dynamics ensemble, rollouts and real ratio f (0.05).
+        sac: the SAC actor-critic.
+        penalty_weight: lambda (MOPO-auto: its initial value).
+    """
+
+    model: model_based.ModelConfig = model_based.ModelConfig(real_ratio=0.05)
+    sac: sac.Config = sac.Config(actor_lr=1e-4, critic_lr=3e-4)
+    penalty_weight: float = 1.0
+
+
+@flax.struct.dataclass
+class State:
+    agent: sac.State
+    dynamics: dynamics.Model
+    model_buffer: RingBuffer
+    config: Config = flax.struct.field(pytree_node=False)
+    task: str | None = flax.struct.field(pytree_node=False)
+
+
+def prepare(config: Config, dataset: Dataset, spec: Spec, directory: Path, progress: bool = True) -> Spec:
+    return model_based.prepare_dynamics(config.model, dataset, spec, directory, progress)
+
+
+def init(config: Config, spec: Spec, key: jax.Array) -> State:
+    k_agent, k_model = jax.random.split(key)
+    return State(agent=sac.init(config.sac, spec, k_agent), dynamics=model_based.dynamics_of(config.model, spec, k_model),
+                 model_buffer=model_based.empty_buffer(config.model, spec, extra=("penalty",)), config=config,
+                 task=spec.task)
+
+
+def sample(data: dict[str, jax.Array], state: State, key: jax.Array) -> dict:
+    return model_based.sample(state.config.model, state.config.sac.batch_size, data, key)
+
+
+def max_std_penalty(model: dynamics.Model, info: dict) -> jnp.ndarray:
+    """u(s, a) = max over elites of ||sigma_m(s, a)||_2 (MOPO's max-std uncertainty, raw units) [B]."""
+    return jnp.max(jnp.linalg.norm(info["std"][model.elites], axis=-1), axis=0)
+
+
+def penalised_rewards(rewards: jnp.ndarray, penalty: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
+    """r~ = r - lambda u (MOPO's uncertainty-penalised reward)."""
+    return rewards - weight * penalty
+
+
+def update_with(state: State, batch: dict, key: jax.Array, penalty: Callable[[dynamics.Model, dict], jnp.ndarray],
+                weight: jnp.ndarray) -> tuple[State, dict, dict]:
+    """MOPO's update with a given penalty and weight; also returns the mixed batch (before penalising)."""
+    config = state.config
+    k_model, k_sac = jax.random.split(key)
+    model_buffer, mixed, model_metrics = model_based.model_step(
+        config.model, config.sac.batch_size, state.dynamics, state.model_buffer, state.task, state.agent, batch,
+        k_model, penalty)
+    penalised = {**mixed, "rewards": penalised_rewards(mixed["rewards"], mixed["penalty"], weight)}
+    agent, metrics = sac.update(state.agent, penalised, k_sac)
+    model_rows = 1.0 - mixed["is_real"]
+    metrics = {**metrics, **model_metrics, "penalty_weight": weight,
+               "model_penalty_mean": jnp.sum(mixed["penalty"] * model_rows) / jnp.sum(model_rows)}
+    return state.replace(agent=agent, model_buffer=model_buffer), metrics, mixed
+
+
+def update(state: State, batch: dict, key: jax.Array) -> tuple[State, dict]:
+    new_state, metrics, _ = update_with(state, batch, key, max_std_penalty, jnp.asarray(state.config.penalty_weight))
+    return new_state, metrics
+
+
+def act(state: State, obs: jnp.ndarray, key: jax.Array, deterministic: bool = True) -> jnp.ndarray:
+    return sac.act(state.agent, obs, key, deterministic)
