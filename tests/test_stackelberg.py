@@ -131,25 +131,29 @@ def test_leader_moves_a_tanh_gaussian_policy_toward_the_better_action():
     starting near 0, moves to within 0.15 of 0.5."""
     config = stackelberg.Config(policy_hidden_dims=(), q_hidden_dims=(16,), gamma=0.5, batch_size=64,
                                 policy_lr=0.02, q_lr=0.01)
-    state, (trained, _) = train_on(bandit(None), config, tabular_spec(2, None), 250)
+    state, (trained, _) = train_on(bandit(None), config, tabular_spec(2, None), 500)
     s0 = jnp.array([[1.0, 0.0]])
     before = float(stackelberg.act(state, s0, jax.random.PRNGKey(0))[0, 0])
     after = float(stackelberg.act(trained, s0, jax.random.PRNGKey(0))[0, 0])
     assert abs(before) < 0.3 and abs(after - 0.5) < 0.15, (before, after)
 
 
-def test_leader_gradient_is_the_dense_total_derivative_of_the_algorithms_objectives(float64):
-    """The leader step wires the algorithm's f1 and f2 (V-statistic Hessian) into the total derivative:
-    on a tiny discrete problem it matches grad_theta f1 - J^T (H + beta I)^{-1} grad_phi f1 computed with
-    dense matrices (beta above the Hessian's most negative eigenvalue, CG run to convergence), and the
-    simultaneous ablation returns grad_theta f1 alone."""
+@pytest.mark.parametrize("q_hidden_dims, curvature", [((3,), "v"), ((), "gauss-newton")])
+def test_leader_gradient_is_the_dense_total_derivative_of_the_algorithms_objectives(float64, q_hidden_dims,
+                                                                                   curvature):
+    """The leader step wires the algorithm's f1 and f2 into the total derivative: on a tiny discrete problem
+    it matches grad_theta f1 - J^T (H + beta I)^{-1} grad_phi f1 with H the dense Hessian of f2 (V-statistic;
+    beta above its most negative eigenvalue, CG run to convergence). With q linear in phi (no hidden layer)
+    the Gauss-Newton curvature is that Hessian, so it must match too. The simultaneous ablation returns
+    grad_theta f1 alone."""
     rng = np.random.default_rng(1)
     n, obs_dim = 12, 3
     batch = {"observations": rng.normal(size=(n, obs_dim)), "actions": rng.integers(2, size=(n, 1)).astype(float),
              "rewards": rng.normal(size=n), "next_observations": rng.normal(size=(n, obs_dim)),
              "terminals": (rng.random(n) < 0.3).astype(float), "initial_observations": rng.normal(size=(n, obs_dim))}
     spec = tabular_spec(obs_dim)
-    base = stackelberg.Config(policy_hidden_dims=(3,), q_hidden_dims=(3,), batch_size=n, kernel_weight=2.0)
+    base = stackelberg.Config(policy_hidden_dims=(3,), q_hidden_dims=q_hidden_dims, batch_size=n, kernel_weight=2.0,
+                              follower_curvature=curvature)
     state = stackelberg.init(base, spec, jax.random.PRNGKey(0))
     state = jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
     data = stackelberg.prepare_batch(state, jax.tree.map(jnp.asarray, batch))

@@ -23,9 +23,14 @@ Kernel: Gaussian RBF on (standardised state, action), actions one-hot on discret
 batch. On continuous tasks a'_i ~ pi(s'_i) is drawn independently for each transition, and the noise is
 fixed within an update so that f1 and f2 are deterministic functions of (theta, phi) there.
 
-The total derivative inverts the follower's Hessian of f2 taken with the V-statistic by default (positive
-semi-definite in the residuals; the U-statistic's Hessian is indefinite on a fixed batch), plus beta I;
-the follower itself descends the unbiased U-statistic. No target networks: the kernel loss is minimised
+The total derivative inverts a curvature of f2 plus beta I. By default the Gauss-Newton matrix of
+lambda L_K with the V-statistic, 2 lambda J^T K J / n^2 (J = d R / d phi): positive semi-definite, and
+equal to the Hessian of f2 when q is linear in phi (the pessimism term is linear in q's outputs). The
+exact Hessian with the V- or the U-statistic is an option; with a neural q both are indefinite on a batch
+(the U-statistic's even in the residuals; the spec's corrections), so CG stops at negative curvature.
+In directions the data do not constrain (H v = 0) the solve is v / beta: there the Stackelberg term makes
+the leader anticipate the follower lowering q(s0, pi) freely, so beta sets that pessimism's strength.
+The follower itself descends the unbiased U-statistic. No target networks: the kernel loss is minimised
 by its full gradient, through q(s', pi) as well.
 """
 
@@ -43,7 +48,7 @@ import optax
 from drorl.algos.base import Scaler, Spec
 from drorl.nn.critics import Critic
 from drorl.nn.kernels import (bellman_residuals, kernel_bellman_u_statistic, kernel_bellman_v_statistic,
-                              kernel_inputs, median_bandwidth)
+                              kernel_inputs, median_bandwidth, rbf_kernel)
 from drorl.nn.mlp import MLP
 from drorl.nn.policies import TanhGaussianPolicy, tanh_gaussian_sample
 from drorl.nn.train_state import TrainState, gradient_step
@@ -69,9 +74,10 @@ class Config:
         beta_initial: the regulariser beta of (H + beta I) at the first update.
         beta_floor: the value beta anneals to (keeps the solve defined where H is indefinite).
         beta_half_life: updates over which beta's excess over the floor halves.
-        hessian_statistic: the kernel statistic in the f2 whose Hessian the total derivative inverts: "v"
-            (positive semi-definite in the residuals) or "u" (the follower's own loss, indefinite on a
-            fixed batch: relies on beta_floor and CG's negative-curvature stop).
+        follower_curvature: the curvature of f2 the total derivative inverts: "gauss-newton" (of the
+            V-statistic kernel term; positive semi-definite), or the exact Hessian of f2 with the "v" or
+            the "u" statistic (indefinite with a neural q: relies on beta_floor and CG's
+            negative-curvature stop).
         simultaneous: the ablation in which the leader ascends grad_theta f1 only (no Stackelberg term).
         leader_states: "initial" (f1 = E_{s0}[q(s0, pi)], the paper's) or "dataset" (f1 = E_{s~D}[q(s, pi)],
             the spec's variant: with the initial-state objective the simultaneous ablation moves the policy
@@ -90,7 +96,7 @@ class Config:
     beta_initial: float = 1.0
     beta_floor: float = 0.01
     beta_half_life: float = 5_000.0
-    hessian_statistic: Literal["v", "u"] = "v"
+    follower_curvature: Literal["gauss-newton", "v", "u"] = "gauss-newton"
     simultaneous: bool = False
     leader_states: Literal["initial", "dataset"] = "initial"
 
@@ -202,7 +208,8 @@ def game_terms(state: State, theta: Any, phi: Any, data: dict[str, jnp.ndarray],
     leader_values = (initial_values if config.leader_states == "initial"
                      else policy_value(nets, theta, phi, data["obs"], noise[2]))
     kernel_loss = KERNEL_STATISTICS[statistic](residuals, data["kernel_inputs"], data["bandwidth"])
-    return {"initial_values": initial_values, "kernel_loss": kernel_loss, "leader_values": leader_values}
+    return {"initial_values": initial_values, "kernel_loss": kernel_loss, "leader_values": leader_values,
+            "residuals": residuals}
 
 
 def follower(state: State, data: dict[str, jnp.ndarray], noise: jnp.ndarray, statistic: str = "u"):
@@ -219,6 +226,20 @@ def leader(state: State, data: dict[str, jnp.ndarray], noise: jnp.ndarray):
     return lambda theta, phi: leader_objective(game_terms(state, theta, phi, data, noise, "u")["leader_values"])
 
 
+def gauss_newton_curvature(state: State, theta: Any, phi: Any, data: dict[str, jnp.ndarray],
+                           noise: jnp.ndarray):
+    """v -> 2 lambda J^T K J v / n^2, J = d R / d phi: the Gauss-Newton matrix of the V-statistic kernel
+    term at phi, a positive semi-definite stand-in for d2 f2 / d phi2 (one JVP and one VJP per product)."""
+    def residuals(p):
+        return game_terms(state, theta, p, data, noise, "v")["residuals"]
+
+    _, jvp = jax.linearize(residuals, phi)
+    vjp = jax.linear_transpose(jvp, phi)
+    gram = rbf_kernel(data["kernel_inputs"], data["kernel_inputs"], data["bandwidth"])
+    scale = 2.0 * state.config.kernel_weight / gram.shape[0] ** 2
+    return lambda v: jax.tree.map(lambda g: scale * g, vjp(gram @ jvp(v))[0])
+
+
 def leader_gradient(state: State, phi: Any, data: dict[str, jnp.ndarray], noise: jnp.ndarray) -> tuple[Any, dict]:
     """d f1 / d theta at (theta, phi): the total derivative grad_theta f1 - (d2 f2 / d theta d phi)
     (d2 f2 / d phi2 + beta I)^{-1} grad_phi f1 (spec "Updates"), or grad_theta f1 alone (simultaneous)."""
@@ -227,9 +248,11 @@ def leader_gradient(state: State, phi: Any, data: dict[str, jnp.ndarray], noise:
         return jax.grad(leader(state, data, noise))(theta, phi), {}
     beta = annealed_beta(state.step, initial=config.beta_initial, floor=config.beta_floor,
                          half_life=config.beta_half_life)
-    f2 = follower(state, data, noise, config.hessian_statistic)
+    gauss_newton = config.follower_curvature == "gauss-newton"
+    f2 = follower(state, data, noise, "v" if gauss_newton else config.follower_curvature)
+    curvature = gauss_newton_curvature(state, theta, phi, data, noise) if gauss_newton else None
     result = total_derivative(leader(state, data, noise), lambda t, p: f2(t, p)[0], theta, phi, beta=beta,
-                              max_iters=config.cg_iters)
+                              max_iters=config.cg_iters, curvature=curvature)
     return result.grad, {"beta": beta, "cg_iterations": result.cg.iterations.astype(jnp.float32),
                          "cg_negative_curvature": result.cg.negative_curvature.astype(jnp.float32)}
 
