@@ -51,6 +51,8 @@ REGISTRY: dict[str, Entry] = {
     "dsrl": Entry("drorl.algos.dsrl", "online", ("continuous",),
                   "DDPG through a CBF-QP safety layer guarding a Wasserstein worst-case disturbance",
                   tasks=("safe-unicycle", "safe-double-integrator", "safe-quadcopter")),
+    "bc-discrete": Entry("drorl.algos.bc_discrete", "offline", ("discrete",),
+                         "behaviour cloning with a categorical policy"),
     "fqi": Entry("drorl.algos.fqi", "offline", ("discrete",), "fitted Q iteration"),
     "cql": Entry("drorl.algos.cql", "offline", ("discrete",), "discrete conservative Q-learning, CQL(H)"),
     "stackelberg": Entry("drorl.algos.stackelberg", "offline", ("discrete", "continuous"),
