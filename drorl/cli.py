@@ -369,6 +369,27 @@ def report_cmd(
     console.print(f"report: {write_run_report(run_dirs, out, reference)}")
 
 
+@app.command("sweep")
+def sweep_cmd(
+    config: Path = typer.Argument(..., help="Sweep config (YAML): algorithms, datasets, set (swept config fields), "
+                                            "seeds, steps, episodes, families, env, vmap_seeds."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default runs/sweeps/CONFIG_NAME); a sweep "
+                                                  "started again there runs only the cells without eval.json."),
+    backend: str = typer.Option("local", help="local (a process pool, one core per worker) or ray "
+                                              "(pip install 'drorl\\[ray]')."),
+    workers: Optional[int] = typer.Option(None, help="local: worker processes (default: one per usable core)."),
+    address: Optional[str] = typer.Option(None, help="ray: the cluster's address (default: start Ray here)."),
+    gpus_per_cell: float = typer.Option(0.0, help="ray: GPUs each cell asks for."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Train and evaluate a grid of runs, then write their aggregate report (report.md, profiles.png)."""
+    from drorl.sweep import sweep
+
+    result = sweep(config, out, backend, workers=workers, address=address, gpus_per_cell=gpus_per_cell,
+                   progress=not quiet)
+    console.print(f"{len(result.ran)} runs trained, {len(result.skipped)} already done; report: {result.report}")
+
+
 @app.command("quickstart")
 def quickstart_cmd(
     out: Path = typer.Option(Path("runs/quickstart"), help="Where to write the runs, the report and the plot."),

@@ -1,0 +1,299 @@
+"""Sweeps (``drorl sweep CONFIG``): a grid of training runs over algorithms, datasets, config fields and seeds,
+run by a local process pool or by Ray, then reported with the aggregate statistics of ``drorl.run_report``.
+
+A cell is one run directory: one algorithm with one setting of the swept fields on one dataset, for one seed
+(or for every seed at once under ``vmap`` with ``vmap_seeds: true``). Cells are plain JSON-able dicts, so the
+same function (``run_cell``, which is ``drorl.benchmarks.common.train_and_evaluate``) runs them in a worker
+of the local pool or in a Ray task, each worker on its own core with one XLA compute thread. A cell whose eval.json exists is done and skipped; an interrupted cell
+resumes from its latest checkpoint; so a killed sweep, started again, runs only what is missing.
+
+The config (YAML)::
+
+    algorithms: [bc, {name: drbc, label: DR-BC, set: {rho: 0.2}}]  # names, or name + label + fixed fields
+    datasets: [hopper-medium, /data/my.hdf5]    # names (generated on first use) or HDF5 paths
+    env: null                                   # the task to evaluate on (default: each dataset's metadata)
+    set: {policy.lr: [0.001, 0.0003]}           # swept config fields: every combination of the lists
+    seeds: [0, 1, 2]
+    steps: 100000
+    episodes: 10                                # evaluation episodes per seed and grid point
+    families: [gravity, damping]                # perturbation sweeps of the evaluation (default: none)
+    vmap_seeds: false                           # true: one cell trains every seed at once
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import re
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from drorl.errors import DrorlError
+from drorl.io_utils import write_json_atomic
+
+KEYS = ("algorithms", "datasets", "env", "set", "seeds", "steps", "episodes", "families", "vmap_seeds")
+ALGORITHM_KEYS = ("name", "label", "set")
+# one XLA CPU compute thread per worker; BLAS/OpenMP libraries likewise
+SINGLE_THREAD_XLA_FLAG = "--xla_cpu_multi_thread_eigen=false"
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def pinned_env(environ: dict[str, str]) -> dict[str, str]:
+    """The variables that hold a worker to one XLA compute thread, keeping any XLA_FLAGS of ``environ``."""
+    flags = " ".join(filter(None, [environ.get("XLA_FLAGS"), SINGLE_THREAD_XLA_FLAG]))
+    return {**SINGLE_THREAD_ENV, "XLA_FLAGS": flags}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """An algorithm as the sweep names it: its label in reports and the config fields fixed for it."""
+
+    algorithm: str
+    label: str
+    overrides: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    variants: tuple[Variant, ...]
+    datasets: tuple[str, ...]
+    env: str | None
+    grid: dict[str, list[Any]]
+    seeds: tuple[int, ...]
+    steps: int
+    episodes: int
+    families: tuple[str, ...] = ()
+    vmap_seeds: bool = False
+
+
+def _variant(entry: Any, source: str) -> Variant:
+    if isinstance(entry, str):
+        return Variant(entry, entry, {})
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise DrorlError(f"{source}: algorithms: expected a name or a mapping with 'name'; got {entry!r}")
+    unknown = sorted(set(entry) - set(ALGORITHM_KEYS))
+    if unknown:
+        raise DrorlError(f"{source}: algorithms: unknown key {unknown[0]!r}; expected {', '.join(ALGORITHM_KEYS)}")
+    fixed = entry.get("set") or {}
+    if not isinstance(fixed, dict):
+        raise DrorlError(f"{source}: algorithms: 'set' of {entry['name']} must be a mapping of field: value")
+    return Variant(str(entry["name"]), str(entry.get("label") or entry["name"]), dict(fixed))
+
+
+def _positive_int(raw: dict[str, Any], key: str, source: str) -> int:
+    value = raw.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise DrorlError(f"{source}: {key}: expected a positive integer; got {value!r}")
+    return value
+
+
+def _names(raw: dict[str, Any], key: str, source: str, required: bool = True) -> tuple[str, ...]:
+    value = raw.get(key, [] if not required else None)
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or (required and not value):
+        raise DrorlError(f"{source}: {key}: expected a list{' with at least one entry' if required else ''}")
+    return tuple(str(v) for v in value)
+
+
+def parse_sweep_config(raw: Any, source: str = "sweep config") -> SweepConfig:
+    """A sweep config from the parsed YAML; every error names ``source`` and the key."""
+    if not isinstance(raw, dict):
+        raise DrorlError(f"{source}: expected a mapping of {', '.join(KEYS)}")
+    unknown = sorted(set(raw) - set(KEYS))
+    if unknown:
+        raise DrorlError(f"{source}: unknown key {unknown[0]!r}; expected some of {', '.join(KEYS)}")
+    algorithms = raw.get("algorithms")
+    if not isinstance(algorithms, list) or not algorithms:
+        raise DrorlError(f"{source}: algorithms: expected a list with at least one entry")
+    variants = tuple(_variant(entry, source) for entry in algorithms)
+    grid = raw.get("set") or {}
+    if not isinstance(grid, dict):
+        raise DrorlError(f"{source}: set: expected a mapping of field: [values]")
+    grid = {str(k): v if isinstance(v, list) else [v] for k, v in grid.items()}
+    if any(not values for values in grid.values()):
+        raise DrorlError(f"{source}: set: every field needs at least one value")
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise DrorlError(f"{source}: seeds: expected a list of distinct integers")
+    return SweepConfig(variants=variants, datasets=_names(raw, "datasets", source), env=raw.get("env"), grid=grid,
+                       seeds=tuple(seeds), steps=_positive_int(raw, "steps", source),
+                       episodes=_positive_int({"episodes": raw.get("episodes", 10)}, "episodes", source),
+                       families=_names(raw, "families", source, required=False),
+                       vmap_seeds=bool(raw.get("vmap_seeds", False)))
+
+
+def load_sweep_config(path: str | Path) -> SweepConfig:
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DrorlError(f"{path}: no such sweep config") from None
+    except yaml.YAMLError as exc:
+        raise DrorlError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_sweep_config(raw, str(path))
+
+
+def slug(text: str) -> str:
+    """A directory name for a label: spaces become underscores, anything unusual a hyphen."""
+    return re.sub(r"[^A-Za-z0-9._=+-]", "-", text.replace(" ", "_"))
+
+
+def expand_cells(config: SweepConfig, datasets: dict[str, tuple[str, str]], out: Path) -> list[dict[str, Any]]:
+    """Every cell of the grid, in order (dataset, algorithm, swept values, seed). ``datasets`` maps each config
+    entry to its (registry name or path, file) as resolved once before the cells run."""
+    fields = list(config.grid)
+    seed_groups = [config.seeds] if config.vmap_seeds else [(s,) for s in config.seeds]
+    cells = []
+    for entry, variant, values, seeds in itertools.product(config.datasets, config.variants,
+                                                          itertools.product(*config.grid.values()), seed_groups):
+        swept = dict(zip(fields, values))
+        label = " ".join([variant.label, *(f"{k}={v}" for k, v in swept.items())])
+        dataset_id, dataset_file = datasets[entry]
+        cells.append({"algorithm": variant.algorithm, "label": label, "overrides": {**variant.overrides, **swept},
+                      "dataset": dataset_id, "dataset_file": dataset_file, "env": config.env,
+                      "seeds": list(seeds), "steps": config.steps, "episodes": config.episodes,
+                      "families": list(config.families),
+                      "run_dir": str(out / slug(Path(dataset_id).stem) / slug(label)
+                                     / ("seeds" + "-".join(map(str, seeds)) if len(seeds) > 1 else f"seed{seeds[0]}"))})
+    return cells
+
+
+def is_done(cell: dict[str, Any]) -> bool:
+    return (Path(cell["run_dir"]) / "eval.json").is_file()
+
+
+def run_cell(cell: dict[str, Any]) -> str:
+    """Train and evaluate one cell (resuming it if it was interrupted); returns its run directory."""
+    from drorl.benchmarks.common import train_and_evaluate
+    from drorl.data.registry import resolve
+    from drorl.scores import task_of
+
+    # a cluster node without the file generates the named dataset itself
+    source = cell["dataset_file"] if Path(cell["dataset_file"]).is_file() else cell["dataset"]
+    dataset, _, _ = resolve(source, progress=False)
+    task = task_of(dataset, cell["env"], cell["dataset"])
+    if task is None:
+        raise DrorlError(f"{cell['dataset']}: its metadata names no task; set env in the sweep config")
+    train_and_evaluate(cell["algorithm"], cell["overrides"], dataset, cell["dataset"], task, Path(cell["run_dir"]),
+                       cell["steps"], cell["seeds"], cell["episodes"], cell["families"], cell["label"],
+                       progress=False)
+    return cell["run_dir"]
+
+
+def pin_worker(shares: Any) -> None:
+    """Pool initialiser: take a share of the cores from the queue ``shares``, run on those alone with one XLA
+    compute thread (set before this fresh process first uses JAX, which reads XLA_FLAGS then)."""
+    os.environ.update(pinned_env(dict(os.environ)))
+    os.sched_setaffinity(0, shares.get())
+
+
+def usable_cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def core_shares(cores: Sequence[int], workers: int) -> list[list[int]]:
+    """The cores of each worker: the cores dealt out in turn, or one core each, reused in turn, when there
+    are more workers than cores."""
+    if workers >= len(cores):
+        return [[core] for core in itertools.islice(itertools.cycle(cores), workers)]
+    return [list(cores[i::workers]) for i in range(workers)]
+
+
+def run_local(cells: Sequence[dict[str, Any]], workers: int, advance: Callable[[int], None]) -> None:
+    """The cells on a pool of ``workers`` fresh processes, each pinned to its share of the cores with one XLA
+    thread, as a Ray task is: a cell computes the same numbers whichever backend runs it."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: JAX not yet started, so pinning holds
+    shares = context.Queue()
+    for share in core_shares(usable_cores(), workers):
+        shares.put(share)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=pin_worker, initargs=(shares,)) as pool:
+        pending = {pool.submit(run_cell, cell) for cell in cells}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
+                advance(1)
+
+
+# what a local Ray instance's workers need from this process's environment: the data and JAX's compilation cache
+FORWARDED_ENV = ("DRORL_DATA", "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
+
+
+def run_ray(cells: Sequence[dict[str, Any]], address: str | None, gpus_per_cell: float,
+            advance: Callable[[int], None]) -> None:
+    """Each cell a Ray task (one CPU, ``gpus_per_cell`` GPUs, one XLA CPU thread as in the local pool) against
+    the cluster at ``address``, or a local Ray instance started here (or already started by the caller)."""
+    try:
+        import ray
+    except ImportError:
+        raise DrorlError("--backend ray needs Ray: pip install 'drorl[ray]'") from None
+    if not ray.is_initialized():
+        if address:  # a cluster keeps its own settings
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False)
+    env = pinned_env(dict(os.environ))
+    if not address:
+        env.update({key: os.environ[key] for key in FORWARDED_ENV if key in os.environ})
+    task = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, runtime_env={"env_vars": env})(run_cell)
+    pending = [task.remote(cell) for cell in cells]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        ray.get(done[0])
+        advance(1)
+
+
+def resolve_datasets(entries: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Each dataset entry's (name or path, absolute file), generating missing named datasets once, here, before
+    any worker reads them."""
+    from drorl.data.registry import resolve
+
+    resolved = {}
+    for entry in entries:
+        _, name, path = resolve(entry)
+        resolved[entry] = (name, str(Path(path).resolve()))
+    return resolved
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """What a sweep did: the run directories it trained and those already done, and its report."""
+
+    ran: list[str]
+    skipped: list[str]
+    report: Path
+
+
+def sweep(config_path: str | Path, out: str | Path | None = None, backend: str = "local", workers: int | None = None,
+          address: str | None = None, gpus_per_cell: float = 0.0, progress: bool = True) -> SweepResult:
+    """Run every missing cell of the sweep in ``config_path`` into ``out`` (default runs/sweeps/CONFIG_NAME),
+    then write the aggregate report of all its cells (``out/report.md``) and the cells (``out/sweep.json``)."""
+    from drorl.progress import progress_bar
+    from drorl.run_report import write_run_report
+
+    if backend not in ("local", "ray"):
+        raise DrorlError(f"--backend {backend}: expected local or ray")
+    if workers is not None and workers <= 0:
+        raise DrorlError(f"--workers {workers}: expected a positive number")
+    config = load_sweep_config(config_path)
+    out = Path(out or Path("runs") / "sweeps" / Path(config_path).stem).resolve()
+    cells = expand_cells(config, resolve_datasets(config.datasets), out)
+    write_json_atomic(out / "sweep.json", cells)
+    todo = [cell for cell in cells if not is_done(cell)]
+    with progress_bar(f"sweep {Path(config_path).name}", len(cells), completed=len(cells) - len(todo),
+                      enabled=progress, unit="runs") as advance:
+        if backend == "ray":
+            run_ray(todo, address, gpus_per_cell, advance)
+        elif todo:
+            run_local(todo, min(workers or len(usable_cores()), len(todo)), advance)
+    report = write_run_report([cell["run_dir"] for cell in cells], out)
+    return SweepResult(ran=[c["run_dir"] for c in todo], skipped=[c["run_dir"] for c in cells if c not in todo],
+                       report=report)
+
