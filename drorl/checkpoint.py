@@ -11,7 +11,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from drorl.errors import DrorlError
+from drorl.errors import DrorlError, brief
 from drorl.io_utils import write_bytes_atomic
 
 _NAME = re.compile(r"^step_(\d+)\.msgpack$")
@@ -54,14 +54,14 @@ def load(path: str | Path, target: Any) -> tuple[int, Any]:
         raise DrorlError(f"{path}: not a drorl checkpoint matching this run ({exc.__class__.__name__}: "
                          f"{detail})") from None
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise DrorlError(f"{path}: its 'step' is {step!r}; expected a non-negative integer")
-    mismatch = _first_mismatch(tree, target)
+        raise DrorlError(f"{path}: its 'step' is {brief(step)}; expected a non-negative integer")
+    mismatch = tree_mismatch(tree, target)
     if mismatch:
         raise DrorlError(f"{path}: not a drorl checkpoint matching this run ({mismatch})")
     return step, jax.tree_util.tree_map(np.asarray, tree)
 
 
-def _first_mismatch(tree: Any, target: Any) -> str | None:
+def tree_mismatch(tree: Any, target: Any) -> str | None:
     """The first leaf whose structure, shape or dtype differs from ``target``'s, described; or None."""
     restored, structure = jax.tree_util.tree_flatten_with_path(tree)
     expected, expected_structure = jax.tree_util.tree_flatten_with_path(target)

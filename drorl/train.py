@@ -306,7 +306,11 @@ def load_states(run_dir: str | Path) -> tuple[ModuleType, dict[str, Any], Any]:
     dummy = Spec(s["obs_dim"], s["act_dim"], np.asarray(s["action_low"], np.float32),
                  np.asarray(s["action_high"], np.float32), np.zeros(s["obs_dim"], np.float32),
                  np.ones(s["obs_dim"], np.float32), s.get("task"), s.get("num_actions"))
-    states, rngs = init_states(algo, config, dummy, record["seeds"])
+    try:
+        states, rngs = init_states(algo, config, dummy, record["seeds"])
+    except Exception as exc:  # a config value no network can be built with (a negative width, ...)
+        raise DrorlError(f"{run_dir / 'config.json'}: its {record['algorithm']} config cannot be initialised "
+                         f"({exc.__class__.__name__})") from None
     latest = checkpoint.latest(run_dir / "checkpoints")
     if latest is None:
         raise DrorlError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'}")

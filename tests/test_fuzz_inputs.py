@@ -64,7 +64,7 @@ ARRAY_MUTATIONS = ("dtype", "rank", "non_finite", "empty", "rows", "huge", "obs_
                    "actions_out_of_box", "no_episode_ends", "drop", "group", "scalar")
 METADATA_MUTATIONS = ("metadata_json", "metadata_garbage", "metadata_env", "extra_attrs")
 DTYPES = (np.int64, np.float64, np.float16, np.bool_, np.uint8, "S4", np.complex64)
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**62, 2**62) | st.floats(allow_nan=False) | st.text(max_size=8),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                     max_leaves=6)
 
@@ -308,3 +308,54 @@ def test_a_damaged_run_directory_through_the_cli(finished_run, tmp_path, monkeyp
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and expected in err and str(run) in err
     assert files_under(run) == before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# zoo policy files
+
+@pytest.fixture(scope="module")
+def policy_files(tmp_path_factory):
+    """Small policy files as drorl writes them: a DQN on cartpole and a SAC on hopper."""
+    import jax
+
+    from drorl import algos, zoo
+    from drorl.online import online_spec
+
+    directory = tmp_path_factory.mktemp("policies")
+    files = {}
+    for algorithm, task in (("dqn", "cartpole"), ("sac", "hopper")):
+        algo = algos.get(algorithm)
+        config = algo.Config(hidden_dims=(8,))
+        state = algo.init(config, online_spec(task), jax.random.PRNGKey(0))
+        path = zoo.save_policy(directory / f"{task}.msgpack", algorithm=algorithm, task=task, config=config,
+                               params=algo.policy_params(state), scaler=state.scaler, epsilon=0.05)
+        files[task] = path.read_bytes()
+    return files
+
+
+@FUZZ
+@given(base=st.sampled_from(("cartpole", "hopper")), mutation=tree_mutation())
+def test_fuzzed_policy_files(policy_files, tmp_path_factory, base, mutation):
+    import flax.serialization
+
+    from drorl import zoo
+
+    kind, seed, payload = mutation
+    directory = tmp_path_factory.mktemp("policy", numbered=True)
+    path = directory / "fuzz.msgpack"
+    data = policy_files[base]
+    if kind in ("truncate", "flip"):
+        path.write_bytes(data)
+        if kind == "truncate":
+            truncate(path, (seed % 1000) / 1000)
+        else:
+            flip_bytes(path, (seed % 1000) / 1000, np.random.default_rng(seed).bytes(1 + seed % 32))
+    else:
+        leaf_values = LEAF_VALUES + ("hopper", "cartpole", "dqn", "sac", "moon", 0.5, np.ones(11, np.float32),
+                                     np.ones(1, np.float32), np.array([0.0, 1.0], np.float32), [64, 64])
+        mutated = mutate_tree(flax.serialization.msgpack_restore(data), kind, seed, payload, leaf_values)
+        path.write_bytes(flax.serialization.msgpack_serialize(mutated, in_place=False))
+    policy = loads_or_refuses(zoo.BehaviourPolicy, path, str(path), directory)
+    if policy is not None:
+        assert policy.task in ("cartpole", "hopper") and policy.obs_dim >= 1 and policy.act_dim >= 1
+    shutil.rmtree(directory)

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from drorl.data.dataset import Dataset
-from drorl.errors import DrorlError
+from drorl.errors import DrorlError, brief
 
 
 @runtime_checkable
@@ -202,7 +202,7 @@ def config_from_dict(config_cls: type, values: dict[str, Any], source: str = "co
                 raise DrorlError(f"{source}: option {name} of {_owner(config_cls)} should be a group of options")
             kwargs[name] = config_from_dict(hints[name], value, source)
         elif not fits_type(hints[name], value):
-            raise DrorlError(f"{source}: option {name} of {_owner(config_cls)} is {value!r}; expected "
+            raise DrorlError(f"{source}: option {name} of {_owner(config_cls)} is {brief(value)}; expected "
                              f"{_type_text(hints[name])}")
         else:
             kwargs[name] = tuple(value) if isinstance(value, list) else value

@@ -10,6 +10,7 @@ policy with its task, kind (expert, medium, replay snapshot), measured return (m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -22,9 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drorl import algos
+from drorl import algos, checkpoint
 from drorl.algos.base import Scaler, Spec, config_from_dict
-from drorl.errors import DrorlError
+from drorl.envs import TASKS
+from drorl.errors import DrorlError, brief
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
 
 POLICY_FORMAT = "drorl-policy/1"
@@ -119,6 +121,70 @@ def _policy_config(algo: Any, raw: dict, path: Path) -> Any:
     return algo.Config(hidden_dims=tuple(int(h) for h in raw["hidden_dims"]))
 
 
+SCALER_FIELDS = ("obs_mean", "obs_std", "action_low", "action_high")
+
+
+def read_policy_file(path: Path) -> dict[str, Any]:
+    """A policy file's content, checked enough that loading it cannot fail in another way than a one-line
+    error naming the file: format, algorithm, task, exploration rate, scaling arrays against the task."""
+    try:
+        raw = flax.serialization.msgpack_restore(path.read_bytes())
+    except Exception as exc:  # msgpack and flax raise many types on damaged bytes; none is a bug here
+        raise DrorlError(f"{path}: not a readable policy file ({exc.__class__.__name__})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("format"), str) or raw["format"] != POLICY_FORMAT:
+        raise DrorlError(f"{path}: not a drorl policy file (expected format {POLICY_FORMAT!r})")
+    problem = _policy_problem(raw)
+    if problem:
+        raise DrorlError(f"{path}: {problem}")
+    return raw
+
+
+def _policy_problem(raw: dict) -> str | None:
+    """What makes a decoded policy file unusable, or None."""
+    if not isinstance(raw.get("algorithm"), str) or raw["algorithm"] not in algos.names("online"):
+        return (f"unknown policy algorithm {brief(raw.get('algorithm'))}; expected "
+                f"{' or '.join(algos.names('online'))}")
+    if not isinstance(raw.get("task"), str) or raw["task"] not in TASKS:
+        return f"unknown task {brief(raw.get('task'))}; expected one of {', '.join(TASKS)}"
+    if raw["algorithm"] == "dqn" and "epsilon" not in raw:
+        return "a DQN policy needs its exploration rate 'epsilon'"
+    epsilon = raw.get("epsilon", 0.0)
+    if not (isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool) and 0.0 <= epsilon <= 1.0):
+        return f"'epsilon' is {brief(epsilon)}; expected a number in [0, 1]"
+    scaler = raw.get("scaler")
+    if not (isinstance(scaler, dict) and set(scaler) == set(SCALER_FIELDS)):
+        return f"'scaler' should hold exactly {', '.join(SCALER_FIELDS)}"
+    for name in SCALER_FIELDS:
+        value = scaler[name]
+        if not (isinstance(value, np.ndarray) and value.ndim == 1 and value.size
+                and np.issubdtype(value.dtype, np.floating) and np.isfinite(value).all()):
+            return f"'scaler.{name}' should be a non-empty vector of finite floats"
+    info = TASKS[raw["task"]]
+    widths = (scaler["obs_mean"].size, scaler["obs_std"].size, scaler["action_low"].size, scaler["action_high"].size)
+    if widths != (info.obs_dim, info.obs_dim, info.act_dim, info.act_dim):
+        return (f"its scaling has widths {widths} (obs mean, obs std, action low, high); task {info.name} has "
+                f"{info.obs_dim} observations and {info.act_dim} actions")
+    if (scaler["obs_std"] <= 0).any() or (scaler["action_low"] >= scaler["action_high"]).any():
+        return "its scaling needs obs_std > 0 and action_low < action_high"
+    if info.discrete and (scaler["action_low"][0], scaler["action_high"][0]) != (0, info.num_actions - 1):
+        return f"its action range should be the {info.num_actions} actions of task {info.name}"
+    if "config" not in raw and not (isinstance(raw.get("hidden_dims"), list | np.ndarray)
+                                    and all(isinstance(h, int | np.integer) and h > 0 for h in raw["hidden_dims"])):
+        return "it has neither a 'config' nor the network widths 'hidden_dims'"
+    if not isinstance(raw.get("params"), dict):
+        return "'params' should be a tree of arrays"
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def _template(algorithm: str, config: Any, obs_dim: int, act_dim: int, num_actions: int | None) -> Any:
+    """A freshly initialised state to pour a policy file's parameters into (its shapes are what counts)."""
+    algo = algos.get(algorithm, "online")
+    spec = Spec(obs_dim, act_dim, -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32),
+                np.zeros(obs_dim, np.float32), np.ones(obs_dim, np.float32), None, num_actions)
+    return algo.init(config, spec, jax.random.PRNGKey(0))
+
+
 class BehaviourPolicy:
     """A policy loaded from a policy file, acting on batches of observations through its algorithm's
     own ``act`` (``drorl.algos``).
@@ -130,17 +196,9 @@ class BehaviourPolicy:
 
     def __init__(self, path: str | Path, stochastic: bool = True, seed: int = 0):
         path = Path(path)
-        try:
-            raw = flax.serialization.msgpack_restore(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise DrorlError(f"{path}: not a readable policy file ({exc.__class__.__name__})") from None
-        if not isinstance(raw, dict) or raw.get("format") != POLICY_FORMAT:
-            raise DrorlError(f"{path}: not a drorl policy file (expected format {POLICY_FORMAT!r})")
+        raw = read_policy_file(path)
         self.task = raw["task"]
         self.algorithm = raw["algorithm"]
-        if self.algorithm not in algos.names("online"):
-            raise DrorlError(f"{path}: unknown policy algorithm {self.algorithm!r}; expected "
-                             f"{' or '.join(algos.names('online'))}")
         algo = algos.get(self.algorithm, "online")
         scaler = Scaler(**{k: jnp.asarray(v, jnp.float32) for k, v in raw["scaler"].items()})
         self.act_dim = int(scaler.action_low.shape[0])
@@ -151,9 +209,15 @@ class BehaviourPolicy:
             config = dataclasses.replace(config, epsilon_start=float(raw["epsilon"]),
                                          epsilon_end=float(raw["epsilon"]))
             num_actions = int(raw["scaler"]["action_high"][0]) + 1
-        spec = Spec(self.obs_dim, self.act_dim, np.asarray(scaler.action_low), np.asarray(scaler.action_high),
-                    np.asarray(scaler.obs_mean), np.asarray(scaler.obs_std), self.task, num_actions)
-        template = algo.init(config, spec, jax.random.PRNGKey(0))
+        try:
+            template = _template(self.algorithm, config, self.obs_dim, self.act_dim, num_actions)
+        except Exception as exc:  # a config value no network can be built with (a negative width, ...)
+            raise DrorlError(f"{path}: its {self.algorithm} config cannot be initialised "
+                             f"({exc.__class__.__name__})") from None
+        mismatch = checkpoint.tree_mismatch(raw["params"], flax.serialization.to_state_dict(
+            algo.policy_params(template)))
+        if mismatch:
+            raise DrorlError(f"{path}: its parameters do not fit its {self.algorithm} config ({mismatch})")
         state = algo.with_policy_params(template, jax.tree_util.tree_map(jnp.asarray, raw["params"]))
         state = state.replace(scaler=scaler)
         self.stochastic = stochastic
