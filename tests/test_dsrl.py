@@ -20,20 +20,19 @@ SPEC = online_spec("safe-unicycle")
 SMALL = ddpg.Config(hidden_dims=(16, 16), batch_size=8)
 
 
-def near_obstacle_observations(count: int, dtype=jnp.float32) -> jnp.ndarray:
-    """Unicycles whose look-ahead point is 0.05 outside the first obstacle's guarded radius, heading at
+def _near_obstacle(key: jax.Array) -> jnp.ndarray:
+    """A unicycle whose look-ahead point is 0.05 outside the first obstacle's guarded radius, heading at
     it (the layer's row for that obstacle binds for a forward action); the other obstacles moved away."""
+    env_state, _ = safety.reset(TASK, key)
+    theta = env_state.state[2]
+    heading = jnp.stack([jnp.cos(theta), jnp.sin(theta)])
+    guarded = env_state.radii[0] + TASK.cbf_buffer + TASK.lookahead
+    p = env_state.centres[0] - (guarded + 0.05 + TASK.lookahead) * heading
+    centres = env_state.centres.at[1:].add(100.0)
+    return safety.observe(TASK, env_state.replace(state=env_state.state.at[:2].set(p), centres=centres))
 
-    def place(key):
-        env_state, _ = safety.reset(TASK, key)
-        theta = env_state.state[2]
-        heading = jnp.stack([jnp.cos(theta), jnp.sin(theta)])
-        guarded = env_state.radii[0] + TASK.cbf_buffer + TASK.lookahead
-        p = env_state.centres[0] - (guarded + 0.05 + TASK.lookahead) * heading
-        centres = env_state.centres.at[1:].add(100.0)
-        return safety.observe(TASK, env_state.replace(state=env_state.state.at[:2].set(p), centres=centres))
 
-    return jax.jit(jax.vmap(place))(jax.random.split(jax.random.PRNGKey(3), count)).astype(dtype)
+NEAR = jax.jit(jax.vmap(_near_obstacle))(jax.random.split(jax.random.PRNGKey(3), 8))  # [8, obs_dim]
 
 
 def test_actor_loss_gradient_through_the_layer_matches_finite_differences(float64):
@@ -41,20 +40,20 @@ def test_actor_loss_gradient_through_the_layer_matches_finite_differences(float6
     central differences, with the layer active."""
     config = dsrl.Config(layer="robust")
     scaler = Scaler.from_spec(SPEC)
-    obs = near_obstacle_observations(4, jnp.float64)
+    obs = NEAR.astype(jnp.float64)
     critic = Critic((16,), activation="tanh")  # smooth, so that differences converge
-    critic_params = critic.init(jax.random.PRNGKey(0), obs, jnp.zeros((4, 2)))
+    critic_params = critic.init(jax.random.PRNGKey(0), obs, jnp.zeros((8, 2)))
     nominal = 0.1 * jax.random.normal(jax.random.PRNGKey(1), (3, 2), jnp.float64)
 
-    @jax.jit
     def loss(unit, delta):
         executed = dsrl.safe_unit_action(TASK, config, scaler, nominal, delta, obs, unit)
-        return ddpg.actor_loss(critic.apply(critic_params, obs, executed))
+        return ddpg.actor_loss(critic.apply(critic_params, obs, executed)), executed
 
-    unit = jnp.tile(jnp.array([0.6, 0.2]), (4, 1)) + 0.1 * jax.random.normal(jax.random.PRNGKey(2), (4, 2))
+    # one compiled program gives the loss (for the differences), the gradients and the executed action
+    loss_and_grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+    unit = jnp.tile(jnp.array([0.6, 0.2]), (8, 1)) + 0.1 * jax.random.normal(jax.random.PRNGKey(2), (8, 2))
     delta = 0.05 * jax.random.normal(jax.random.PRNGKey(4), (3, 2), jnp.float64)
-    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(unit, delta)
-    executed = dsrl.safe_unit_action(TASK, config, scaler, nominal, delta, obs, unit)
+    (_, executed), grads = loss_and_grads(unit, delta)
     assert float(jnp.max(jnp.abs(executed - unit))) > 0.1, "the layer should be active on these states"
     assert float(jnp.max(jnp.abs(grads[1]))) > 1e-4, "the loss should depend on the disturbance"
     eps = 1e-6
@@ -64,7 +63,8 @@ def test_actor_loss_gradient_through_the_layer_matches_finite_differences(float6
             step = jnp.zeros(arg.shape).at[index].set(eps)
             args_plus = (arg + step, delta) if arg is unit else (unit, arg + step)
             args_minus = (arg - step, delta) if arg is unit else (unit, arg - step)
-            numeric[index] = (float(loss(*args_plus)) - float(loss(*args_minus))) / (2 * eps)
+            numeric[index] = (float(loss_and_grads(*args_plus)[0][0])
+                              - float(loss_and_grads(*args_minus)[0][0])) / (2 * eps)
         np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-7)
 
 
@@ -107,24 +107,24 @@ def test_the_robust_layer_meets_the_worst_case_rows_that_the_nominal_one_misses(
     W1 ball, min_i (A_i u - b_i + rho ||c_i||) >= 0 with b at the nominal mean (spec, Corrections), and
     that margin is never below the nominal layer's, which is negative where its row binds."""
     scaler = Scaler.from_spec(SPEC)
-    obs = near_obstacle_observations(16)
+    obs = NEAR
     nominal = TASK.nominal_std * jax.random.normal(jax.random.PRNGKey(9), (32, 2))
-    unit = jnp.tile(jnp.array([0.8, 0.0]), (16, 1))
+    unit = jnp.tile(jnp.array([0.8, 0.0]), (8, 1))
     robust = dsrl.Config(layer="robust", adversary="margin", radius=0.2)
 
     @jax.jit
-    def worst_margins(nominal_unit, robust_unit):
+    def worst_margins():
         rows = safety.cbf_rows(TASK, obs, jnp.mean(nominal, axis=0))
         tightening = robust.radius * jnp.linalg.norm(rows.disturbance_coeff, axis=-1)
-        margin = lambda u: jnp.min(jnp.einsum("bkn,bn->bk", rows.A, scaler.from_unit_action(u))  # noqa: E731
-                                   - rows.b - tightening, axis=-1)
-        return margin(nominal_unit), margin(robust_unit)
 
-    layer = jax.jit(dsrl.safe_unit_action, static_argnums=(0, 1))
-    zero = jnp.zeros_like(nominal)
-    nominal_margin, robust_margin = worst_margins(layer(TASK, dsrl.Config(layer="nominal"), scaler, nominal, zero,
-                                                        obs, unit),
-                                                  layer(TASK, robust, scaler, nominal, zero, obs, unit))
+        def margin(config):
+            u = dsrl.safe_unit_action(TASK, config, scaler, nominal, jnp.zeros_like(nominal), obs, unit)
+            executed = scaler.from_unit_action(u)
+            return jnp.min(jnp.einsum("bkn,bn->bk", rows.A, executed) - rows.b - tightening, axis=-1)
+
+        return margin(dsrl.Config(layer="nominal")), margin(robust)
+
+    nominal_margin, robust_margin = worst_margins()
     assert float(jnp.min(robust_margin)) > -1e-2
     assert bool(jnp.all(robust_margin >= nominal_margin - 1e-3))
     assert float(jnp.max(nominal_margin)) < 0.0
@@ -152,7 +152,7 @@ def test_the_adversary_moves_inside_the_wasserstein_ball():
     W1 ball mean_i ||delta_i|| <= rho; a large step puts it on the ball's boundary."""
     config = dsrl.Config(ddpg=SMALL, radius=0.2, ascent_step=1e3, num_samples=8)
     state = _driving_forward(dsrl.init(config, SPEC, jax.random.PRNGKey(0)))
-    batch = _batch(near_obstacle_observations(8))
+    batch = _batch(NEAR)
     update = jax.jit(dsrl.update)
     for i in range(3):
         state, metrics = update(state, batch, jax.random.PRNGKey(i))
@@ -166,7 +166,7 @@ def test_layer_none_is_ddpg():
     """The "none" baseline is DDPG itself: the same parameters after an update from the same state and
     batch, and the same actions."""
     state = dsrl.init(dsrl.Config(ddpg=SMALL, layer="none"), SPEC, jax.random.PRNGKey(0))
-    batch = _batch(near_obstacle_observations(8))
+    batch = _batch(NEAR)
     after, _ = jax.jit(dsrl.update)(state, batch, jax.random.PRNGKey(1))
     plain, _ = jax.jit(ddpg.update)(state.agent, batch, jax.random.PRNGKey(1))
     for a, b in zip(jax.tree_util.tree_leaves(after.agent), jax.tree_util.tree_leaves(plain)):

@@ -317,7 +317,8 @@ def reset_key(rng: np.random.Generator) -> Array:
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(task: SafetyTask, disturbance: Disturbance) -> tuple[Any, Any]:
+def compiled(task: SafetyTask, disturbance: Disturbance = NOMINAL) -> tuple[Any, Any]:
+    """``reset(key)`` and ``step(env_state, action)`` of ``task`` under ``disturbance``, jitted once."""
     return (jax.jit(functools.partial(reset, task, disturbance=disturbance)),
             jax.jit(functools.partial(step, task)))
 
@@ -347,14 +348,14 @@ class SafetyEnv(gymnasium.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        reset_fn, _ = _compiled(self.task, self.disturbance)
+        reset_fn, _ = compiled(self.task, self.disturbance)
         self._env_state, obs = reset_fn(reset_key(self.np_random))
         return np.asarray(obs), {}
 
     def step(self, action):
         if self._env_state is None:
             raise DrorlError("call reset before step")
-        _, step_fn = _compiled(self.task, self.disturbance)
+        _, step_fn = compiled(self.task, self.disturbance)
         self._env_state, out = step_fn(self._env_state, jnp.asarray(action, jnp.float32))
         return (np.asarray(out.obs), float(out.reward), bool(out.terminated), bool(out.truncated),
                 {"cost": float(out.cost)})
