@@ -98,11 +98,22 @@ def test_ray_backend_gathers_the_local_report(tmp_path, dataset_file, monkeypatc
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     config = write_config(tmp_path / "two.yaml", algorithms=["bc", "drbc"], datasets=[str(dataset_file)],
                           seeds=[0, 1], steps=10, episodes=1)
-    local = sweep(config, tmp_path / "local", workers=2, progress=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # one worker and one Ray CPU: each algorithm compiles once, the other seed and Ray hit the cache
+    local = sweep(config, tmp_path / "local", workers=1, progress=False)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         remote = sweep(config, tmp_path / "ray", backend="ray", progress=False)
     finally:
         ray.shutdown()
     assert len(remote.ran) == 4 and remote.report.read_text() == local.report.read_text()
     assert "| bc | 2 x 1 |" in local.report.read_text() and "| drbc | 2 x 1 |" in local.report.read_text()
+
+
+def test_workers_share_the_cores_and_keep_the_users_xla_flags():
+    from drorl.sweep import core_shares, pinned_env
+
+    assert core_shares([0, 1, 2, 3], 2) == [[0, 2], [1, 3]]
+    assert core_shares([0, 1], 3) == [[0], [1], [0]]
+    assert pinned_env({})["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false"
+    assert pinned_env({"XLA_FLAGS": "--xla_dump_to=/tmp"})["XLA_FLAGS"] == \
+        "--xla_dump_to=/tmp --xla_cpu_multi_thread_eigen=false"
