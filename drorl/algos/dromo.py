@@ -99,7 +99,9 @@ def prepare(config: Config, dataset: Dataset, spec: Spec, directory: Path, progr
     """The dynamics ensemble, |D| and the KDE's reference states (standardised with the spec's statistics)
     with the median of their leave-one-out log densities."""
     rng = np.random.default_rng(config.combo.model.model_seed)
-    rows = rng.choice(len(dataset), size=min(config.density_states, len(dataset)), replace=False)
+    # exactly density_states rows (drawn with replacement from a smaller dataset): the state's shapes
+    # must not depend on the data, since a checkpoint is restored into a state made without it
+    rows = rng.choice(len(dataset), size=config.density_states, replace=len(dataset) < config.density_states)
     states = ((dataset.observations[np.sort(rows)] - spec.obs_mean) / spec.obs_std).astype(np.float32)
     typical = float(jnp.median(log_kde(jnp.asarray(states), jnp.asarray(states), leave_one_out=True)))
     return model_based.prepare_dynamics(config.combo.model, dataset, spec, directory, progress,
