@@ -359,3 +359,135 @@ def test_fuzzed_policy_files(policy_files, tmp_path_factory, base, mutation):
     if policy is not None:
         assert policy.task in ("cartpole", "hopper") and policy.obs_dim >= 1 and policy.act_dim >= 1
     shutil.rmtree(directory)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Minari import (a local dataset: data/metadata.json and data/main_data.hdf5)
+
+MINARI_ID = "drorl/fuzz/base-v0"
+EPISODE_KEYS = ("observations", "actions", "rewards", "terminations", "truncations")
+
+
+@pytest.fixture(scope="module")
+def minari_dataset(tmp_path_factory):
+    """A valid local Minari dataset exported by drorl (4 episodes of inverted pendulum): its root."""
+    import os
+
+    from drorl.data.dataset import Dataset
+    from drorl.data.minari_io import export_minari
+
+    pytest.importorskip("minari")
+    root = tmp_path_factory.mktemp("minari-base")
+    arrays = make_arrays(n=40, obs_dim=4, act_dim=1, episode_len=10)
+    arrays["next_observations"][:-1] = arrays["observations"][1:]  # one observation sequence per episode
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        export_minari(Dataset.from_arrays(arrays, metadata={"env": "inverted-pendulum", "kind": "fuzz"}), MINARI_ID)
+    finally:
+        os.environ.pop("MINARI_DATASETS_PATH") if previous is None else os.environ.update(
+            MINARI_DATASETS_PATH=previous)
+    return root
+
+
+@st.composite
+def minari_mutation(draw):
+    target = draw(st.sampled_from(("metadata", "file", "episode")))
+    kind = draw(st.sampled_from({"metadata": ("truncate", "flip", "replace", "delete", "json"),
+                                 "file": ("truncate", "flip"),
+                                 "episode": ARRAY_MUTATIONS[:8] + ("drop", "length")}[target]))
+    return target, kind, draw(st.sampled_from(EPISODE_KEYS)), draw(st.integers(0, 2**31 - 1)), draw(JSON)
+
+
+def mutate_episode(path: Path, kind: str, key: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "r+") as fh:
+        group = fh[f"episode_{seed % 4}"]
+        arr = group[key][()]
+        del group[key]
+        if kind == "drop":
+            return
+        if kind == "dtype":
+            arr = arr.astype(DTYPES[seed % len(DTYPES)])
+        elif kind == "rank":
+            arr = [arr[..., None], arr.reshape(-1), arr[None]][seed % 3]
+        elif kind == "non_finite" and arr.dtype.kind == "f":
+            arr.flat[seed % arr.size] = [np.nan, np.inf, -np.inf][seed % 3]
+        elif kind == "empty":
+            arr = arr[:0]
+        elif kind in ("rows", "length"):
+            arr = arr[:1 + seed % 3] if seed % 2 else np.concatenate([arr, arr[:2]])
+        elif kind == "huge" and arr.dtype.kind == "f":
+            arr = arr.astype(np.float64) * [1e30, 1e300, -1e39][seed % 3]
+        elif kind in ("obs_width", "act_width") and arr.ndim == 2:
+            arr = rng.normal(size=(arr.shape[0], arr.shape[1] + 1 + seed % 3))
+        group.create_dataset(key, data=arr)
+
+
+def import_from(root: Path):
+    import os
+
+    from drorl.data.minari_io import import_minari
+
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        return import_minari(MINARI_ID)
+    finally:
+        del os.environ["MINARI_DATASETS_PATH"]
+
+
+@FUZZ
+@given(mutation=minari_mutation())
+def test_fuzzed_minari_datasets(minari_dataset, tmp_path_factory, mutation):
+    target, kind, key, seed, payload = mutation
+    root = tmp_path_factory.mktemp("minari", numbered=True)
+    shutil.copytree(minari_dataset, root, dirs_exist_ok=True)
+    data = root / MINARI_ID / "data"
+    if target == "episode":
+        mutate_episode(data / "main_data.hdf5", kind, key, seed)
+    else:
+        path = data / ("metadata.json" if target == "metadata" else "main_data.hdf5")
+        if kind == "truncate":
+            truncate(path, (seed % 1000) / 1000)
+        elif kind == "flip":
+            flip_bytes(path, (seed % 1000) / 1000, np.random.default_rng(seed).bytes(1 + seed % 32))
+        else:
+            leaf_values = ("inverted-pendulum", "moon", "-1", "[]", "{", "null", 3, None, [1], {"type": "Box"},
+                           '{"env": "moon"}', '{"env": "hopper", "kind": "expert"}')
+            path.write_text(json.dumps(mutate_tree(json.loads(path.read_text()), kind, seed, payload, leaf_values)))
+    dataset = loads_or_refuses(import_from, root, MINARI_ID, root)
+    if dataset is not None:
+        assert len(dataset) >= 1 and all(np.isfinite(getattr(dataset, k)).all() for k in D4RL_KEYS[:4])
+        if dataset.metadata.get("env") == "inverted-pendulum":
+            assert dataset.obs_dim == 4 and dataset.act_dim == 1
+    shutil.rmtree(root)
+
+
+@pytest.mark.parametrize("command, damage", [
+    ("datasets-info", lambda path: truncate(path, 0.6)),
+    ("datasets-info", lambda path: flip_bytes(path, 0.0, b"\xff" * 8)),
+    ("import-minari", lambda path: truncate(path, 0.3)),
+])
+def test_damaged_datasets_through_the_cli(minari_dataset, tmp_path, monkeypatch, capsys, command, damage):
+    import sys
+
+    from drorl import cli
+
+    if command == "datasets-info":
+        path = tmp_path / "fuzz.hdf5"
+        write_mutated_hdf5(path, "rows", "observations", 3, None)
+        args, named = ["datasets", "info", str(path)], "fuzz.hdf5"
+    else:
+        root = tmp_path / "minari"
+        shutil.copytree(minari_dataset, root)
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+        path = root / MINARI_ID / "data" / "main_data.hdf5"
+        args, named = ["datasets", "import-minari", MINARI_ID], MINARI_ID
+    damage(path)
+    before = files_under(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["drorl", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("drorl: ") and named in err
+    assert files_under(tmp_path) == before

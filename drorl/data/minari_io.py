@@ -61,13 +61,23 @@ def import_minari(dataset_id: str, task: str | None = None) -> Dataset:
     when a task is known, the array shapes are checked against it.
     """
     minari = _require_minari()
-    source = _load_local(minari, dataset_id)
     owner = f"minari dataset {dataset_id!r}"
-    _check_flat_box(owner, "observation", source.observation_space)
-    _check_flat_box(owner, "action", source.action_space)
-    metadata = _import_metadata(source, dataset_id, task)
-    info = get_task(metadata["env"]) if "env" in metadata else None
-    return Dataset.from_arrays(_rows(source), metadata, source=f"minari:{dataset_id}",
+    try:
+        source = _load_local(minari, dataset_id)
+        _check_flat_box(owner, "observation", source.observation_space)
+        _check_flat_box(owner, "action", source.action_space)
+        metadata = _import_metadata(source, dataset_id, task)
+        rows = _rows(source)
+    except DrorlError:
+        raise
+    except Exception as exc:  # Minari's readers raise whatever their parsers meet in a damaged dataset
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise DrorlError(f"{owner}: damaged or not readable ({exc.__class__.__name__}: {detail})") from None
+    try:
+        info = get_task(metadata["env"]) if "env" in metadata else None
+    except DrorlError as exc:
+        raise DrorlError(f"{owner}: {exc}") from None
+    return Dataset.from_arrays(rows, metadata, source=f"minari:{dataset_id}",
                                obs_dim=info.obs_dim if info else None, act_dim=info.act_dim if info else None)
 
 
