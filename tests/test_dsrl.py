@@ -78,28 +78,24 @@ def _go_to_goal(obs: jnp.ndarray) -> jnp.ndarray:
 
 def test_the_nominal_layer_keeps_a_scripted_unicycle_safe():
     """Under the nominal disturbance the go-to-goal script enters obstacles in most episodes on its own and
-    in none through the nominal layer."""
+    in none through the nominal layer (batched rollouts of ``safety.rollouts``)."""
     scaler = Scaler.from_spec(SPEC)
     nominal = TASK.nominal_std * jax.random.normal(jax.random.PRNGKey(9), (32, 2))
+    keys = jax.random.split(jax.random.PRNGKey(0), 16)
 
-    def violations(config):
-        def episode(key):
-            env_state, obs = safety.reset(TASK, key)
+    def guarded(config):
+        def policy(obs, key):
+            unit = dsrl.safe_unit_action(TASK, config, scaler, nominal, jnp.zeros_like(nominal), obs, _go_to_goal(obs))
+            return scaler.from_unit_action(unit)
 
-            def body(carry, _):
-                env_state, obs, done = carry
-                unit = dsrl.safe_unit_action(TASK, config, scaler, nominal, jnp.zeros_like(nominal), obs[None],
-                                             _go_to_goal(obs[None]))
-                env_state, out = safety.step(TASK, env_state, scaler.from_unit_action(unit)[0])
-                return (env_state, out.obs, done | out.terminated | out.truncated), out.cost * ~done
+        return jax.jit(lambda: safety.rollouts(TASK, policy, keys))()
 
-            _, costs = jax.lax.scan(body, (env_state, obs, jnp.array(False)), None, length=TASK.max_steps)
-            return jnp.sum(costs) > 0
-
-        return jax.jit(jax.vmap(episode))(jax.random.split(jax.random.PRNGKey(0), 16))
-
-    assert float(jnp.mean(violations(dsrl.Config(layer="none")))) > 0.3
-    assert not bool(jnp.any(violations(dsrl.Config(layer="nominal"))))
+    alone, layered = guarded(dsrl.Config(layer="none")), guarded(dsrl.Config(layer="nominal"))
+    assert float(jnp.mean(alone.violated)) > 0.3
+    assert not bool(jnp.any(layered.violated)) and float(jnp.sum(layered.violating_fraction)) == 0.0
+    # the episode records agree with themselves: a violating fraction exactly where violated
+    np.testing.assert_array_equal(alone.violating_fraction > 0, alone.violated)
+    assert bool(jnp.all((alone.lengths == TASK.max_steps) | alone.reached))
 
 
 def test_the_robust_layer_meets_the_worst_case_rows_that_the_nominal_one_misses():

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import flax.struct
 import gymnasium
@@ -279,6 +279,50 @@ def step(task: SafetyTask, env_state: EnvState, action: Array) -> tuple[EnvState
     new = env_state.replace(state=state, steps=steps, key=key)
     return new, StepOutput(observe(task, new), reward.astype(jnp.float32), inside.astype(jnp.float32), reached,
                            steps >= task.max_steps)
+
+
+class Episodes(NamedTuple):
+    """Safety metrics of a batch of episodes [E] and the positions visited [E, max_steps + 1, d]
+    (held at the last one after the episode ends)."""
+
+    returns: Array
+    reached: Array
+    violated: Array
+    violating_fraction: Array
+    lengths: Array
+    positions: Array
+
+
+def rollouts(task: SafetyTask, policy: Callable[[Array, Array], Array], keys: Array,
+             disturbance: Disturbance = NOMINAL) -> Episodes:
+    """One episode per key [E], every env stepped together by ``policy(obs [E, obs_dim], key) -> actions``.
+
+    Pure and jittable (``policy`` closes over its parameters): the whole rollout is one ``lax.scan``
+    over ``max_steps``; an episode that ended stops counting. Violated: any step inside an obstacle (the
+    spec's violation rate); violating fraction: such steps over the episode's length.
+    """
+    env_states, obs = jax.vmap(lambda key: reset(task, key, disturbance))(keys)
+    policy_key = jax.random.fold_in(keys[0], 1)
+
+    def body(carry, t):
+        env_states, obs, done = carry
+        actions = policy(obs, jax.random.fold_in(policy_key, t))
+        env_states, out = jax.vmap(functools.partial(step, task))(env_states, actions)
+        live = ~done
+        stats = (out.reward * live, out.cost * live, out.terminated & live, live)
+        return (env_states, out.obs, done | out.terminated | out.truncated), (stats, env_states.state[:, :task.pos_dim])
+
+    start = env_states.state[:, :task.pos_dim]
+    done = jnp.zeros(keys.shape[0], bool)
+    _, ((rewards, costs, reached, live), positions) = jax.lax.scan(body, (env_states, obs, done),
+                                                                   jnp.arange(task.max_steps))
+    lengths = jnp.sum(live, axis=0)
+    # positions after the end repeat the last live one
+    positions = jnp.concatenate([start[None], positions], axis=0)
+    last = jnp.take_along_axis(positions, lengths[None, :, None], axis=0)
+    positions = jnp.where((jnp.arange(task.max_steps + 1)[:, None] <= lengths)[..., None], positions, last)
+    return Episodes(jnp.sum(rewards, 0), jnp.any(reached, 0), jnp.sum(costs, 0) > 0,
+                    jnp.sum(costs, 0) / jnp.maximum(lengths, 1), lengths, jnp.swapaxes(positions, 0, 1))
 
 
 def split_observation(task: SafetyTask, obs: Array) -> tuple[Array, Array, Array, Array]:
