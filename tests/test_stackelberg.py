@@ -87,8 +87,8 @@ def test_follower_kernel_loss_alone_recovers_the_policys_true_q():
 
 def bandit(num_actions: int | None):
     """One initial state s0 = (1, 0) whose every transition terminates in (0, 1); the data cover every
-    action (train with a small discount: q = (1 - g) Q puts one step's reward at a scale of 1 - g). Discrete: reward 1 for action 0, 0 for action 1. Continuous: reward 1 - (a - 0.5)^2, actions
-    uniform on [-1, 1]."""
+    action. Discrete: reward 1 for action 0, 0 for action 1. Continuous: reward 1 - (a - 0.5)^2, actions
+    uniform on [-1, 1]. (Train with a small discount: q = (1 - g) Q puts one step's reward at scale 1 - g.)"""
     rng = np.random.default_rng(0)
     n = 64
     if num_actions is None:
@@ -109,7 +109,8 @@ def train_on(batch, config, spec, steps):
     def step(state, key):
         return stackelberg.update(state, batch, key)
 
-    return state, jax.jit(lambda s, keys: jax.lax.scan(step, s, keys))(state, jax.random.split(jax.random.PRNGKey(1), steps))
+    keys = jax.random.split(jax.random.PRNGKey(1), steps)
+    return state, jax.jit(lambda s, keys: jax.lax.scan(step, s, keys))(state, keys)
 
 
 @pytest.mark.parametrize("simultaneous", [False, True])
@@ -120,7 +121,8 @@ def test_leader_moves_a_categorical_policy_toward_the_better_action(simultaneous
     config = stackelberg.Config(policy_hidden_dims=(), q_hidden_dims=(), gamma=0.5, batch_size=64, policy_lr=0.05,
                                 q_lr=0.05, simultaneous=simultaneous)
     state, (trained, metrics) = train_on(bandit(2), config, tabular_spec(2), 200)
-    probs = jax.nn.softmax(stackelberg.networks(config, 1, 2).policy.apply(trained.policy.params, jnp.array([[1.0, 0.0]])))
+    logits = stackelberg.networks(config, 1, 2).policy.apply(trained.policy.params, jnp.array([[1.0, 0.0]]))
+    probs = jax.nn.softmax(logits)
     assert float(probs[0, 0]) > 0.9, probs
     assert float(stackelberg.act(trained, jnp.array([[1.0, 0.0]]), jax.random.PRNGKey(0))[0, 0]) == 0.0
     assert np.all(np.isfinite(np.asarray(metrics["leader_grad_norm"])))

@@ -23,6 +23,10 @@ from drorl.data.sampling import uniform_batch
 from drorl.nn.train_state import TrainState
 
 
+# metrics the health monitor (drorl.health) watches for drift, and what drifting means
+DIAGNOSTICS = {"q_mean": "Q diverges (the conservative penalty is too weak for this data: raise alpha)"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """CQL hyper-parameters.

@@ -23,6 +23,10 @@ from drorl.nn.mlp import MLP
 from drorl.nn.train_state import TrainState, gradient_step
 
 
+# metrics the health monitor (drorl.health) watches for drift, and what drifting means
+DIAGNOSTICS = {"q_mean": "Q diverges (bootstrapped maxima over actions the data do not take feeding on themselves)"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """FQI hyper-parameters.
