@@ -133,7 +133,7 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise DrorlError(f"{path}: no such sweep config") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise DrorlError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return parse_sweep_config(raw, str(path))
 

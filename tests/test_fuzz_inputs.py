@@ -491,3 +491,36 @@ def test_damaged_datasets_through_the_cli(minari_dataset, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("drorl: ") and named in err
     assert files_under(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sweep configs (YAML)
+
+SWEEP = {"algorithms": ["bc", {"name": "drbc", "label": "DR-BC", "set": {"rho": 0.2}}],
+         "datasets": ["hopper-medium", "/data/my.hdf5"], "env": None, "set": {"policy.lr": [0.001, 0.0003]},
+         "seeds": [0, 1, 2], "steps": 1000, "episodes": 2, "families": ["gravity"], "vmap_seeds": False}
+
+
+@FUZZ
+@given(mutation=tree_mutation())
+def test_fuzzed_sweep_configs(tmp_path_factory, mutation):
+    import yaml
+
+    from drorl.sweep import load_sweep_config
+
+    kind, seed, payload = mutation
+    directory = tmp_path_factory.mktemp("sweep", numbered=True)
+    path = directory / "sweep.yaml"
+    text = yaml.safe_dump(SWEEP)
+    if kind == "truncate":
+        path.write_text(text[:int(len(text) * (seed % 1000) / 1000)])
+    elif kind == "flip":
+        path.write_bytes(text.encode())
+        flip_bytes(path, (seed % 1000) / 1000, np.random.default_rng(seed).bytes(1 + seed % 8))
+    else:
+        leaf_values = ("bc", "moon", -3, 0, 1.5, True, None, [], [1, "a"], {"x": 1}, {1: 2}, [[1]], "a: b")
+        path.write_text(yaml.safe_dump(mutate_tree(SWEEP, kind, seed, payload, leaf_values)))
+    config = loads_or_refuses(load_sweep_config, path, str(path), directory)
+    if config is not None:
+        assert config.variants and config.datasets and config.steps > 0 and config.seeds
+    shutil.rmtree(directory)
