@@ -7,7 +7,8 @@ from types import ModuleType
 
 from drorl.errors import DrorlError
 
-SUITES = {"robust-il": "drorl.benchmarks.robust_il", "ovr": "drorl.benchmarks.ovr"}
+SUITES = {"robust-il": "drorl.benchmarks.robust_il", "ovr": "drorl.benchmarks.ovr",
+          "model-based": "drorl.benchmarks.model_based"}
 
 
 def get_suite(name: str) -> ModuleType:

@@ -127,11 +127,12 @@ def missing_tasks_note(profile: Any, full_profile: Any) -> list[str]:
 def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, dataset_id: str, task: str,
                        run_dir: Path, steps: int, seeds: Sequence[int], episodes: int,
                        families: Sequence[str] = (), label: str | None = None,
-                       progress: bool = True) -> dict[str, Any]:
+                       progress: bool = True, prepared_dir: Path | None = None) -> dict[str, Any]:
     """Train (or resume) ``algorithm`` on ``dataset`` for every seed at once, then evaluate on ``task``
     (nominal, and along each perturbation family): the content of the run's eval.json, which is
     reused, without loading the run, when it already exists. Training and evaluation show their own
-    progress (rows under the benchmark's bar; plain lines in a log)."""
+    progress (rows under the benchmark's bar; plain lines in a log). ``prepared_dir``: where the
+    algorithm's prepare step caches (a dynamics ensemble shared by the algorithms on one dataset)."""
     from drorl import algos
     from drorl.algos.base import replace_config
     from drorl.evaluate import evaluate_sweeps, write_eval_json
@@ -146,7 +147,7 @@ def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, 
     settings = RunSettings(steps=steps, seeds=tuple(seeds), updates_per_call=min(1000, steps),
                            checkpoint_every=max(steps // 4, 1), env=task)
     states, run_dir = train(algorithm, dataset, run_dir, settings, config=config, spec=spec_for(dataset, task),
-                            dataset_id=dataset_id, progress=progress,
+                            dataset_id=dataset_id, progress=progress, prepared_dir=prepared_dir,
                             description=f"{task} {label or algorithm} x{len(seeds)} seeds")
     ref_min, ref_max, source = reference_scores(dataset.metadata, task)
     result = evaluate_sweeps(policy_fn(algo, states), len(seeds), task, list(families), episodes,

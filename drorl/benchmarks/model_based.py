@@ -1,0 +1,201 @@
+"""The model-based offline RL experiment (issue 18): COMBO, DROMO (Eq. 13 and the strict Eq. 17), MOPO and
+MOPO-auto on drorl's Gymnasium-v5 datasets, scored nominally and along gravity and damping sweeps (does a
+pessimistic model make a policy more robust to dynamics shift?). The DROMO paper has no experiments:
+this suite is DROMO's first empirical evaluation.
+
+Profiles: ``smoke`` (minutes: the suite's plumbing, tiny networks and data), ``quick`` (hopper-medium,
+COMBO against DROMO), ``full`` (sized for the 2-core machine, runnable piecewise with ``--tasks``) and
+``paper`` (the published scale: 1M updates, 5 seeds, nine datasets; for a GPU or ``--backend ray``). Every
+algorithm on one dataset reads the same dynamics ensemble (cached under ``OUT/dynamics``, trained once
+per dataset); every run resumes from its checkpoints and evaluation is skipped where eval.json exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+
+from drorl.benchmarks.common import (Difference, SeedCurves, fmt, holm_verdicts, missing_tasks_note,
+                                    pooled_seed_sd, resolvable_difference, restrict_tasks, run_jobs,
+                                    train_and_evaluate)
+from drorl.data.dataset import Dataset
+from drorl.errors import DrorlError
+from drorl.health import report_lines
+from drorl.io_utils import write_bytes_atomic, write_json_atomic
+from drorl.plot import plot_robustness
+
+Variant = tuple[str, str, dict[str, Any]]
+MAIN: tuple[Variant, ...] = (("COMBO", "combo", {}), ("DROMO", "dromo", {}),
+                             ("DROMO-strict", "dromo", {"variance": "strict"}), ("MOPO", "mopo", {}),
+                             ("MOPO-auto", "mopo-auto", {}))
+# (variant, baseline) pairs the report tests: the two questions of the issue
+COMPARISONS = (("DROMO", "COMBO"), ("DROMO-strict", "COMBO"), ("MOPO-auto", "MOPO"))
+# where each algorithm's model config sits in its (nested) config
+MODEL_PREFIX = {"combo": "model.", "dromo": "combo.model.", "mopo": "model.", "mopo-auto": "mopo.model."}
+SAC_PREFIX = {"combo": "sac.", "dromo": "combo.sac.", "mopo": "sac.", "mopo-auto": "mopo.sac."}
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    tasks: tuple[str, ...]
+    kinds: tuple[str, ...]
+    families: tuple[str, ...]
+    seeds: tuple[int, ...]
+    steps: int
+    episodes: int
+    variants: tuple[Variant, ...] = MAIN
+    transitions: int | None = None  # None: the registry's datasets (1M transitions)
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)  # model-config overrides for every variant
+    sac: dict[str, Any] = dataclasses.field(default_factory=dict)  # SAC overrides for every variant
+    design: str = ""
+
+
+TINY_DYNAMICS = {"dynamics.hidden_dims": (16, 16), "dynamics.weight_decays": (2.5e-5, 5e-5, 1e-4),
+                 "dynamics.max_epochs": 3, "rollout_batch_size": 100, "rollout_every": 10}
+PROFILES = {
+    "smoke": Profile(("hopper",), ("medium",), ("gravity",), (0, 1), steps=20, episodes=1, transitions=2000,
+                     model=TINY_DYNAMICS, sac={"hidden_dims": (32, 32), "batch_size": 32}),
+    "quick": Profile(("hopper",), ("medium",), ("gravity", "damping"), (0, 1), steps=2_000, episodes=5,
+                     variants=MAIN[:2], transitions=100_000, model={"dynamics.max_epochs": 30}, design=(
+                         "Quick look: hopper-medium (100k transitions), COMBO against DROMO, 2 seeds x 2,000 "
+                         "updates, the ensemble capped at 30 epochs; not sized by measurement yet.")),
+    "full": Profile(("hopper", "walker2d", "halfcheetah"), ("medium", "medium-replay"), ("gravity", "damping"),
+                    (0, 1, 2), steps=20_000, episodes=10, transitions=200_000, model={"dynamics.max_epochs": 100},
+                    design=("Reduced design for the 2-core machine: three tasks x medium and medium-replay "
+                            "(200k transitions each), 3 seeds x 20,000 updates, every variant; runnable "
+                            "piecewise with --tasks. Its budget is an estimate to be checked against the "
+                            "throughput benchmark before committing to it.")),
+    "paper": Profile(("hopper", "walker2d", "halfcheetah"), ("medium", "medium-replay", "medium-expert"),
+                     ("gravity", "damping"), (0, 1, 2, 3, 4), steps=1_000_000, episodes=10, design=(
+                         "The published scale (COMBO, MOPO): nine datasets of 1M transitions, 5 seeds x 1M "
+                         "updates, the public defaults (COMBO: beta 5, h 5, f 0.5; MOPO: f 0.05, h 5, "
+                         "lambda 1). For a GPU (the seeds train vectorised in one program) or --backend ray.")),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    task: str
+    kind: str
+    label: str
+    algorithm: str
+    overrides: dict[str, Any]
+    profile: Profile
+    out: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / self.task / self.kind / self.label
+
+    def config_overrides(self) -> dict[str, Any]:
+        """The variant's overrides, plus the profile's model and SAC ones at the algorithm's nesting."""
+        model, agent = MODEL_PREFIX[self.algorithm], SAC_PREFIX[self.algorithm]
+        return {**{model + k: v for k, v in self.profile.model.items()},
+                **{agent + k: v for k, v in self.profile.sac.items()}, **self.overrides}
+
+
+def _dataset(job: Job) -> tuple[Dataset, str]:
+    from drorl.data.hdf5 import read_hdf5
+    from drorl.data.registry import resolve
+
+    if job.profile.transitions is None:
+        dataset, name, _ = resolve(f"{job.task}-{job.kind}", progress=False)
+        return dataset, name
+    path = _small_dataset_path(job.out, job.task, job.kind)
+    return read_hdf5(path), str(path)
+
+
+def _small_dataset_path(out: Path, task: str, kind: str) -> Path:
+    return out / "data" / f"{task}-{kind}.hdf5"
+
+
+def _prepare_datasets(profile: Profile, out: Path) -> None:
+    """Generate every dataset once, before jobs (possibly parallel ones) read them."""
+    from drorl.data.generate import generate
+    from drorl.data.hdf5 import write_hdf5
+    from drorl.data.registry import resolve
+
+    for task in profile.tasks:
+        for kind in profile.kinds:
+            if profile.transitions is None:
+                resolve(f"{task}-{kind}")
+                continue
+            path = _small_dataset_path(out, task, kind)
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_hdf5(generate(task, kind, transitions=profile.transitions, seed=0, progress=False), path)
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Train (or resume) one variant on one dataset for every seed, then evaluate it along the sweeps."""
+    dataset, name = _dataset(job)
+    return train_and_evaluate(job.algorithm, job.config_overrides(), dataset, name, job.task, job.run_dir,
+                              job.profile.steps, job.profile.seeds, job.profile.episodes, job.profile.families,
+                              label=job.label, prepared_dir=job.out / "dynamics")
+
+
+def jobs_of(profile: Profile, out: Path) -> list[Job]:
+    return [Job(task, kind, label, algorithm, dict(overrides), profile, out)
+            for task in profile.tasks for kind in profile.kinds for label, algorithm, overrides in profile.variants]
+
+
+def run(profile_name: str, out: Path, backend: str = "local", console: Console | None = None,
+        tasks: Sequence[str] | None = None) -> Path:
+    """Run every job of the profile; write ``report.md``, ``results.json`` and one robustness plot per dataset."""
+    if profile_name not in PROFILES:
+        raise DrorlError(f"--profile {profile_name}: expected one of {', '.join(PROFILES)}")
+    console = console or Console()
+    profile = restrict_tasks(PROFILES[profile_name], tasks)
+    out = Path(out)
+    _prepare_datasets(profile, out)
+    jobs = jobs_of(profile, out)
+    console.print(f"model-based/{profile_name}: {len(jobs)} runs x {len(profile.seeds)} seeds, {profile.steps:,} steps")
+    results = run_jobs(jobs, run_job, backend)
+    return write_report(profile_name, profile, jobs, results, out)
+
+
+def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: list[dict], out: Path) -> Path:
+    labels = [label for label, _, _ in profile.variants]
+    pairs = [(a, b) for a, b in COMPARISONS if a in labels and b in labels]
+    curves = {(j.task, j.kind, j.label): SeedCurves.from_eval(r) for j, r in zip(jobs, results)}
+    cells = list(dict.fromkeys((j.task, j.kind) for j in jobs))
+    lines = [f"# Model-based offline RL benchmark ({profile_name})", "",
+             "COMBO, DROMO, MOPO and MOPO-auto: the first empirical evaluation of DROMO (its paper has none). "
+             f"Seeds {list(profile.seeds)}; {profile.steps:,} updates; {profile.episodes} evaluation episodes per "
+             "seed and grid point. Scores are normalised (0 = random, 100 = the dataset's expert reference); "
+             "entries are mean ± 95 % confidence half-width over seeds; differences carry their 95 % Welch "
+             "interval and the verdict after Holm's correction over every comparison of this report.", "",
+             *missing_tasks_note(profile, PROFILES[profile_name]), *([profile.design, ""] if profile.design else [])]
+    seed_sd = pooled_seed_sd([c.nominal for c in curves.values()])
+    if len(profile.seeds) > 1 and seed_sd == seed_sd:
+        lines += [f"Resolution: pooled per-seed standard deviation {seed_sd:.1f} points, so with "
+                  f"{len(profile.seeds)} seeds an interval excludes zero only for differences above about "
+                  f"{resolvable_difference(seed_sd, len(profile.seeds)):.1f} points.", ""]
+    metrics = [("nominal", lambda c: c.nominal)] + [
+        (f"{family} AUC", lambda c, f=family: c.auc[f]) for family in profile.families]
+    keys = [(cell, metric, pair) for cell in cells for metric, _ in metrics for pair in pairs]
+    metric_of = dict(metrics)
+    differences = {(cell, metric, (a, b)): Difference.of(metric_of[metric](curves[(*cell, a)]),
+                                                        metric_of[metric](curves[(*cell, b)]))
+                   for cell, metric, (a, b) in keys}
+    adjusted = dict(zip(keys, holm_verdicts([differences[k] for k in keys])))
+    for task, kind in cells:
+        lines += [f"## {task}-{kind}", "", "| score | " + " | ".join(labels) + " | "
+                  + " | ".join(f"{a} − {b}" for a, b in pairs) + " |", "|---" * (1 + len(labels) + len(pairs)) + "|"]
+        for name, get in metrics:
+            comparisons = [f"{d.diff:+.1f} ± {d.half:.1f} ({adjusted[(task, kind), name, pair]})"
+                           for pair in pairs for d in [differences[(task, kind), name, pair]]]
+            lines.append(f"| {name} | " + " | ".join(fmt(get(curves[task, kind, label])) for label in labels)
+                         + " | " + " | ".join(comparisons) + " |")
+        plot = plot_robustness([(j.label, r) for j, r in zip(jobs, results) if (j.task, j.kind) == (task, kind)],
+                               out / f"{task}-{kind}.png", title=f"{task}-{kind} ({profile_name})")
+        lines += ["", f"![{task}-{kind}]({plot.name})", ""]
+    lines += report_lines((f"{j.task}-{j.kind} {j.label}", j.run_dir) for j in jobs)
+    report = out / "report.md"
+    write_bytes_atomic(report, "\n".join(lines).encode())
+    write_json_atomic(out / "results.json", {f"{t}/{k}/{label}": dataclasses.asdict(c)
+                                             for (t, k, label), c in curves.items()})
+    return report
