@@ -194,9 +194,13 @@ def train_cmd(
     checkpoint_every: int = typer.Option(10_000, help="Steps between checkpoints (always one at the end)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config field: --set policy.lr=3e-4 (repeatable; "
                                                     "drorl algorithms lists the fields)."),
+    logger: str = typer.Option("jsonl", help="Where metrics go, comma-separated: jsonl (metrics.jsonl, always), "
+                                             "tensorboard (OUT/tensorboard; drorl\\[tensorboard]), wandb (offline "
+                                             "unless WANDB_MODE is set; drorl\\[wandb])."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Train an offline algorithm on a dataset, for several seeds at once."""
+    from drorl.loggers import parse_loggers
     from drorl.runs import run_training
 
     if steps <= 0 or log_every <= 0 or checkpoint_every <= 0 or eval_every < 0:
@@ -204,7 +208,7 @@ def train_cmd(
     run_dir = run_training(algo, dataset, env=env, steps=steps, seeds=_parse_seeds(seeds), out=out,
                            eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
                            checkpoint_every=checkpoint_every, overrides=_parse_sets(set_),
-                           progress=not quiet)
+                           progress=not quiet, loggers=parse_loggers(logger))
     console.print(f"run written to {run_dir}")
 
 

@@ -34,7 +34,8 @@ def nominal_evaluator(task: str, episodes: int, ref: tuple[float, float, str],
 
 def run_training(algo_name: str, dataset_id: str, *, env: str | None, steps: int, seeds: tuple[int, ...],
                  out: Path | None, eval_every: int, eval_episodes: int, log_every: int,
-                 checkpoint_every: int, overrides: dict[str, str], progress: bool = True) -> Path:
+                 checkpoint_every: int, overrides: dict[str, str], progress: bool = True,
+                 loggers: tuple[str, ...] = ()) -> Path:
     algo = algos.get(algo_name, "offline")
     config = config_with_overrides(algo.Config, overrides)
     dataset, name, _ = resolve(dataset_id, progress=progress)
@@ -49,7 +50,8 @@ def run_training(algo_name: str, dataset_id: str, *, env: str | None, steps: int
                            checkpoint_every=checkpoint_every, eval_every=eval_every,
                            eval_episodes=eval_episodes, env=task)
     _, run_dir = train(algo_name, dataset, out, settings, config=config, spec=spec_for(dataset, task),
-                       dataset_id=name, evaluator=evaluator, progress=progress, prepared_dir=dynamics_cache())
+                       dataset_id=name, evaluator=evaluator, progress=progress, prepared_dir=dynamics_cache(),
+                       loggers=loggers)
     return run_dir
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ from drorl.data.dataset import Dataset
 from drorl.data.sampling import device_arrays, uniform_batch
 from drorl.errors import DrorlError
 from drorl.io_utils import atomic_path, write_json_atomic
+from drorl.loggers import metric_loggers
 from drorl.progress import progress_bar
 from drorl.scores import spec_for, task_of
 
@@ -170,14 +171,15 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
           config: Any = None, spec: Spec | None = None, dataset_id: str = "dataset",
           evaluator: Callable[[Callable, int], dict[str, Any]] | None = None,
           progress: bool = True, description: str | None = None,
-          prepared_dir: str | Path | None = None) -> tuple[Any, Path]:
+          prepared_dir: str | Path | None = None, loggers: Sequence[str] = ()) -> tuple[Any, Path]:
     """Train ``algo_name`` on ``dataset`` for every seed; resumes when ``out_dir`` holds this run.
 
     ``description`` labels the progress bar (default: algorithm, dataset and number of seeds). An
     algorithm with a ``prepare`` step (a dynamics ensemble) caches its result in ``prepared_dir``
     (default: the run directory), where a restarted run or another algorithm finds it.
     ``evaluator(policy_fn, num_policies) -> {metric: [value per seed]}`` runs every
-    ``settings.eval_every`` steps when given. Returns the final stacked states and the run directory.
+    ``settings.eval_every`` steps when given. Metrics go to metrics.jsonl and to the ``loggers`` named
+    (``drorl.loggers``: tensorboard, wandb). Returns the final stacked states and the run directory.
     """
     algo = algos.get(algo_name, "offline")
     config = config if config is not None else algo.Config()
@@ -211,8 +213,8 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
     per_call = max(1, min(settings.updates_per_call, settings.steps))
     chunk_fns: dict[int, Callable] = {}
     description = description or f"{algo_name} on {dataset_id} x{len(seeds)} seeds"
-    with progress_bar(description, total=settings.steps, completed=step,
-                      enabled=progress, unit="updates") as advance:
+    with progress_bar(description, total=settings.steps, completed=step, enabled=progress, unit="updates"
+                      ) as advance, metric_loggers(loggers, out, seeds, record, step) as log:
         for end in _chunk_boundaries(step, settings.steps, per_call):
             n = end - step
             if n not in chunk_fns:
@@ -237,6 +239,7 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
                     fh.write(json.dumps({**line, "seconds": round(elapsed, 4)}) + "\n")
                 for warning in warnings:
                     fh.write(json.dumps(warning) + "\n")
+            log(lines)
             report_warnings(warnings)
             if step % settings.checkpoint_every < n or step == settings.steps:
                 checkpoint.save(ckpt_dir, step, (states, rngs))
