@@ -10,8 +10,10 @@ import numpy as np
 import optax
 import pytest
 
+from drorl import algos
 from drorl.algos import model_based, mopo, mopo_auto, sac
-from drorl.algos.base import Spec
+from drorl.algos.base import Spec, replace_config
+from drorl.benchmarks import model_based as suite
 from drorl.data import buffer as ring
 from drorl.envs.termination import terminated
 from drorl.nn import dynamics
@@ -139,3 +141,20 @@ def test_mopo_penalties_and_the_sign_of_j_lambda():
         stepped, loss, _ = gradient_step(weight, mopo_auto.penalty_weight_objective, rows, model_rows, 0.5)
         assert float(loss) == pytest.approx(0.5 - mean_penalty)
         assert np.sign(float(stepped.params)) == direction
+
+
+def test_the_benchmark_profiles_are_well_formed(tmp_path):
+    """Every profile's jobs (the paper's: nine datasets x five variants, 5 seeds, 1M updates) build valid
+    configs of their algorithms, with the profile's model and SAC settings at each algorithm's nesting."""
+    paper = suite.PROFILES["paper"]
+    jobs = suite.jobs_of(paper, tmp_path)
+    assert len(jobs) == 9 * 5 and paper.seeds == (0, 1, 2, 3, 4) and paper.steps == 1_000_000
+    assert {(j.task, j.kind) for j in jobs} == {(t, k) for t in ("hopper", "walker2d", "halfcheetah")
+                                                for k in ("medium", "medium-replay", "medium-expert")}
+    for profile in suite.PROFILES.values():
+        for job in suite.jobs_of(profile, tmp_path):
+            replace_config(algos.get(job.algorithm, "offline").Config(), job.config_overrides())
+    smoke = {j.label: replace_config(algos.get(j.algorithm, "offline").Config(), j.config_overrides())
+             for j in suite.jobs_of(suite.PROFILES["smoke"], tmp_path)}
+    assert smoke["DROMO-strict"].variance == "strict" and smoke["DROMO-strict"].combo.sac.batch_size == 32
+    assert smoke["MOPO-auto"].mopo.model.rollout_batch_size == 100 and smoke["COMBO"].model.dynamics.max_epochs == 3
