@@ -150,9 +150,9 @@ def test_sampled_pieces_match_their_definitions():
     centres, x = rng.normal(size=(50, 2)), rng.normal(size=(7, 2))
     h = 50 ** (-1 / 6)
     kernels = np.exp(-0.5 * np.sum((x[:, None] - centres[None]) ** 2, -1) / h**2) / (2 * np.pi * h**2)
-    np.testing.assert_allclose(np.asarray(dromo.log_kde(jnp.asarray(x, jnp.float32), jnp.asarray(centres, jnp.float32))),
-                               np.log(kernels.mean(1)), rtol=1e-4)
+    as32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    np.testing.assert_allclose(np.asarray(dromo.log_kde(as32(x), as32(centres))), np.log(kernels.mean(1)), rtol=1e-4)
     among = np.exp(-0.5 * np.sum((centres[:, None] - centres[None]) ** 2, -1) / h**2) / (2 * np.pi * h**2)
     leave_one_out = (among.sum(1) - np.diag(among)) / 49
-    np.testing.assert_allclose(np.asarray(dromo.log_kde(jnp.asarray(centres, jnp.float32), jnp.asarray(
-        centres, jnp.float32), leave_one_out=True)), np.log(leave_one_out), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(dromo.log_kde(as32(centres), as32(centres), leave_one_out=True)),
+                               np.log(leave_one_out), rtol=1e-4)

@@ -76,7 +76,8 @@ def prepare(config: Config, dataset: Dataset, spec: Spec, directory: Path, progr
 
 def init(config: Config, spec: Spec, key: jax.Array) -> State:
     k_agent, k_model = jax.random.split(key)
-    return State(agent=sac.init(config.sac, spec, k_agent), dynamics=model_based.dynamics_of(config.model, spec, k_model),
+    return State(agent=sac.init(config.sac, spec, k_agent),
+                 dynamics=model_based.dynamics_of(config.model, spec, k_model),
                  model_buffer=model_based.empty_buffer(config.model, spec), config=config, task=spec.task)
 
 
@@ -136,7 +137,8 @@ def critic_step(config: Config, agent: sac.State, batch: dict, key: jax.Array,
     """One step of COMBO's critic on a mixed batch; ``regulariser(params, obs, actions) -> (loss, metrics)``
     adds a term (DROMO's variance penalty)."""
     _, critic_net = sac.networks(agent.config, agent.act_dim)
-    obs, next_obs = agent.scaler.observation(batch["observations"]), agent.scaler.observation(batch["next_observations"])
+    obs = agent.scaler.observation(batch["observations"])
+    next_obs = agent.scaler.observation(batch["next_observations"])
     actions = agent.scaler.to_unit_action(batch["actions"])
     k_next, k_push = jax.random.split(key)
     next_v = sac.next_value(agent, next_obs, k_next, entropy_bonus=not config.deterministic_backup)

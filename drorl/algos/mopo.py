@@ -61,7 +61,8 @@ def prepare(config: Config, dataset: Dataset, spec: Spec, directory: Path, progr
 
 def init(config: Config, spec: Spec, key: jax.Array) -> State:
     k_agent, k_model = jax.random.split(key)
-    return State(agent=sac.init(config.sac, spec, k_agent), dynamics=model_based.dynamics_of(config.model, spec, k_model),
+    return State(agent=sac.init(config.sac, spec, k_agent),
+                 dynamics=model_based.dynamics_of(config.model, spec, k_model),
                  model_buffer=model_based.empty_buffer(config.model, spec, extra=("penalty",)), config=config,
                  task=spec.task)
 
