@@ -84,28 +84,43 @@ def is_warning(record: Mapping[str, Any]) -> bool:
     return WARNING_KEY in record
 
 
-def drift_warnings(records: list[Mapping[str, Any]], watch: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Warning records for the (metric, seed) pairs of ``watch`` that drift as of the last logged step
-    and were not warned about before in ``records`` (metrics.jsonl's lines, warnings included)."""
-    warned = {(r["metric"], r.get("seed")) for r in records if is_warning(r)}
-    history: dict[tuple[str, Any], list[tuple[int, float]]] = {}
-    for record in records:
-        if is_warning(record):
-            continue
-        for metric in watch:
-            if metric in record:
-                history.setdefault((metric, record.get("seed")), []).append((record["step"], record[metric]))
-    out = []
-    for (metric, seed), points in history.items():
-        if (metric, seed) in warned:
-            continue
-        found = drift(*np.array(points).T)
-        if found is None or found.steps[1] != points[-1][0]:
-            continue
-        out.append({"step": found.steps[1], **({} if seed is None else {"seed": seed}), WARNING_KEY: "drift",
-                    "metric": metric, "meaning": watch[metric], "slope_per_step": found.slope,
-                    "p_value": found.p_value, "window": list(found.steps), "from": found.start, "to": found.end})
-    return out
+@dataclasses.dataclass
+class Monitor:
+    """The declared diagnostics' history per (metric, seed) and the pairs already warned about; each
+    chunk's records are added once, so a long online run costs one trend test per chunk, not a rescan."""
+
+    watch: Mapping[str, str]  # metric -> what its drifting means (an algorithm's DIAGNOSTICS)
+    series: dict[tuple[str, Any], list[tuple[int, float]]] = dataclasses.field(default_factory=dict)
+    warned: set[tuple[str, Any]] = dataclasses.field(default_factory=set)
+
+    def load(self, records: Iterable[Mapping[str, Any]]) -> set[tuple[str, Any]]:
+        """Take in logged records (metrics.jsonl's, warnings included) without testing; the pairs updated."""
+        updated = set()
+        for record in records:
+            if is_warning(record):
+                self.warned.add((record["metric"], record.get("seed")))
+                continue
+            for metric in self.watch:
+                if metric in record:
+                    key = (metric, record.get("seed"))
+                    self.series.setdefault(key, []).append((record["step"], record[metric]))
+                    updated.add(key)
+        return updated
+
+    def add(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Take in a chunk's records; warning records for the pairs they update that now drift, each
+        pair warned about once."""
+        out = []
+        for metric, seed in sorted(self.load(records) - self.warned, key=str):
+            found = drift(*np.array(self.series[metric, seed]).T)
+            if found is None:
+                continue
+            self.warned.add((metric, seed))
+            out.append({"step": found.steps[1], **({} if seed is None else {"seed": seed}), WARNING_KEY: "drift",
+                        "metric": metric, "meaning": self.watch[metric], "slope_per_step": found.slope,
+                        "p_value": found.p_value, "window": list(found.steps), "from": found.start,
+                        "to": found.end})
+        return out
 
 
 def describe(record: Mapping[str, Any]) -> str:

@@ -130,8 +130,8 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
         buffer = jax.tree_util.tree_map(jnp.asarray, saved["buffer"])
     metrics_path = out / "metrics.jsonl"
     truncate_metrics(metrics_path, counters["env_steps"])
-    history = health.read_records(metrics_path)
-    watch = getattr(algo, "DIAGNOSTICS", {})
+    monitor = health.Monitor(getattr(algo, "DIAGNOSTICS", {}))
+    monitor.load(health.read_records(metrics_path))
 
     n = settings.num_envs
     envs = [make_env(info) for _ in range(n)]
@@ -189,8 +189,7 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
             now = time.perf_counter()
             line["steps_per_s"] = settings.update_every / max(now - t_last, 1e-9)
             t_last = now
-            warnings = health.drift_warnings(history + [line], watch)
-            history += [line, *warnings]
+            warnings = monitor.add([line])
             with open(metrics_path, "a") as fh:
                 fh.write("".join(json.dumps(record) + "\n" for record in (line, *warnings)))
             report_warnings(warnings)

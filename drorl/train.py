@@ -206,8 +206,8 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
         states, rngs = jax.tree_util.tree_map(jnp.asarray, (states, rngs))
     metrics_path = out / "metrics.jsonl"
     truncate_metrics(metrics_path, step)
-    history = health.read_records(metrics_path)
-    watch = getattr(algo, "DIAGNOSTICS", {})
+    monitor = health.Monitor(getattr(algo, "DIAGNOSTICS", {}))
+    monitor.load(health.read_records(metrics_path))
 
     data = device_data(dataset)
     per_call = max(1, min(settings.updates_per_call, settings.steps))
@@ -232,8 +232,7 @@ def train(algo_name: str, dataset: Dataset, out_dir: str | Path, settings: RunSe
                 evals = evaluator(policy_fn(algo, states), len(seeds))
                 for i, line in enumerate(lines):
                     line.update({k: float(v[i]) for k, v in evals.items()})
-            warnings = health.drift_warnings(history + lines, watch)
-            history += lines + warnings
+            warnings = monitor.add(lines)
             with open(metrics_path, "a") as fh:
                 for line in lines:
                     fh.write(json.dumps({**line, "seconds": round(elapsed, 4)}) + "\n")

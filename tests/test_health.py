@@ -75,12 +75,9 @@ def test_nan_through_the_cli_is_one_line_and_exit_code_2(tmp_path, small_dataset
 
 def replay(records, watch):
     """Feed logged chunks to the monitor one at a time, as the loop does; the warnings it raises."""
-    seen, raised = [], []
+    monitor, raised = health.Monitor(watch), []
     for step in sorted({r["step"] for r in records}):
-        chunk = [r for r in records if r["step"] == step]
-        new = health.drift_warnings(seen + chunk, watch)
-        seen += chunk + new
-        raised += new
+        raised += monitor.add([r for r in records if r["step"] == step])
     return raised
 
 
@@ -155,7 +152,7 @@ def test_drorl_report_lists_the_warnings_of_its_runs(tmp_path):
 
     steps = np.arange(1, 41) * 100
     records = [{"step": int(s), "seed": 0, "tau": 1 + 0.01 * s} for s in steps]
-    warning = health.drift_warnings(records, be_droil.DIAGNOSTICS)
+    warning = replay(records, be_droil.DIAGNOSTICS)
     assert [w["metric"] for w in warning] == ["tau"]
     drifting = make_run(tmp_path / "drifting", "be-droil", "hopper", "hopper-expert-demos", [50.0, 60.0])
     (drifting / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records + warning))
