@@ -58,16 +58,20 @@ TINY_DYNAMICS = {"dynamics.hidden_dims": (16, 16), "dynamics.weight_decays": (2.
 PROFILES = {
     "smoke": Profile(("hopper",), ("medium",), ("gravity",), (0, 1), steps=20, episodes=1, transitions=2000,
                      model=TINY_DYNAMICS, sac={"hidden_dims": (32, 32), "batch_size": 32}),
-    "quick": Profile(("hopper",), ("medium",), ("gravity", "damping"), (0, 1), steps=2_000, episodes=5,
+    # COMBO's update at the public sizes (3 x 256 critics, 30 sampled actions per state, batch 256) ran
+    # 1.6 updates/s for one seed on this machine while it was shared (MOPO's: 31 updates/s), so the
+    # quick profile stays a look at the plumbing at scale, not an answer
+    "quick": Profile(("hopper",), ("medium",), ("gravity", "damping"), (0, 1), steps=1_000, episodes=5,
                      variants=MAIN[:2], transitions=100_000, model={"dynamics.max_epochs": 30}, design=(
-                         "Quick look: hopper-medium (100k transitions), COMBO against DROMO, 2 seeds x 2,000 "
-                         "updates, the ensemble capped at 30 epochs; not sized by measurement yet.")),
+                         "Quick look: hopper-medium (100k transitions), COMBO against DROMO, 2 seeds x 1,000 "
+                         "updates, the ensemble capped at 30 epochs: about half an hour on 2 cores.")),
     "full": Profile(("hopper", "walker2d", "halfcheetah"), ("medium", "medium-replay"), ("gravity", "damping"),
                     (0, 1, 2), steps=20_000, episodes=10, transitions=200_000, model={"dynamics.max_epochs": 100},
-                    design=("Reduced design for the 2-core machine: three tasks x medium and medium-replay "
-                            "(200k transitions each), 3 seeds x 20,000 updates, every variant; runnable "
-                            "piecewise with --tasks. Its budget is an estimate to be checked against the "
-                            "throughput benchmark before committing to it.")),
+                    design=("Reduced design: three tasks x medium and medium-replay (200k transitions "
+                            "each), 3 seeds x 20,000 updates, every variant; runnable piecewise with --tasks. "
+                            "At COMBO's measured CPU rate (about 1-2 updates/s per seed) its 18 COMBO-type "
+                            "runs alone need far more than 24 CPU-hours: run it on a GPU, or cut the critic's "
+                            "sampled actions before running it here.")),
     "paper": Profile(("hopper", "walker2d", "halfcheetah"), ("medium", "medium-replay", "medium-expert"),
                      ("gravity", "damping"), (0, 1, 2, 3, 4), steps=1_000_000, episodes=10, design=(
                          "The published scale (COMBO, MOPO): nine datasets of 1M transitions, 5 seeds x 1M "
