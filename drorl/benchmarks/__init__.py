@@ -8,7 +8,7 @@ from types import ModuleType
 from drorl.errors import DrorlError
 
 SUITES = {"robust-il": "drorl.benchmarks.robust_il", "ovr": "drorl.benchmarks.ovr",
-          "model-based": "drorl.benchmarks.model_based"}
+          "model-based": "drorl.benchmarks.model_based", "safety": "drorl.benchmarks.safety"}
 
 
 def get_suite(name: str) -> ModuleType:

@@ -166,6 +166,12 @@ class Disturbance:
     def label(self) -> str:
         return self.family if self.family == "nominal" else f"{self.family}={self.magnitude:g}"
 
+    @property
+    def parameters(self) -> tuple[float, float]:
+        """(norm of the mean shift, Student-t degrees of freedom or 0 for Gaussian noise)."""
+        return (self.magnitude if self.family == "shift" else 0.0,
+                self.magnitude if self.family == "heavy_tail" else 0.0)
+
 
 NOMINAL = Disturbance()
 
@@ -201,6 +207,13 @@ def _uniform(key: Array, low: tuple[float, ...], high: tuple[float, ...], shape:
 
 def reset(task: SafetyTask, key: Array, disturbance: Disturbance = NOMINAL) -> tuple[EnvState, Array]:
     """A new episode from ``key``: layout, start (at rest, heading towards +x), goal, shift direction."""
+    return reset_with_parameters(task, key, *disturbance.parameters)
+
+
+def reset_with_parameters(task: SafetyTask, key: Array, shift: float | Array,
+                          df: float | Array) -> tuple[EnvState, Array]:
+    """:func:`reset` with the disturbance as (possibly traced) ``Disturbance.parameters``: one compiled
+    program serves every family."""
     k_centres, k_radii, k_start, k_goal, k_heading, k_direction, k_episode = jax.random.split(key, 7)
     centres = _uniform(k_centres, task.centre_low, task.centre_high, (task.num_obstacles,))
     radii = jax.random.uniform(k_radii, (task.num_obstacles,), minval=task.radius_range[0],
@@ -212,8 +225,6 @@ def reset(task: SafetyTask, key: Array, disturbance: Disturbance = NOMINAL) -> t
         state = jnp.concatenate([start, jnp.zeros(task.pos_dim)])
     direction = jax.random.normal(k_direction, (task.pos_dim,))
     direction = direction / jnp.linalg.norm(direction)
-    shift = disturbance.magnitude if disturbance.family == "shift" else 0.0
-    df = disturbance.magnitude if disturbance.family == "heavy_tail" else 0.0
     env_state = EnvState(state, _uniform(k_goal, task.goal_low, task.goal_high), centres, radii,
                          shift * direction, jnp.asarray(df, jnp.float32), jnp.zeros((), jnp.int32), k_episode)
     return env_state, observe(task, env_state)
@@ -294,14 +305,15 @@ class Episodes(NamedTuple):
 
 
 def rollouts(task: SafetyTask, policy: Callable[[Array, Array], Array], keys: Array,
-             disturbance: Disturbance = NOMINAL) -> Episodes:
+             shift: float | Array = 0.0, df: float | Array = 0.0) -> Episodes:
     """One episode per key [E], every env stepped together by ``policy(obs [E, obs_dim], key) -> actions``.
 
-    Pure and jittable (``policy`` closes over its parameters): the whole rollout is one ``lax.scan``
-    over ``max_steps``; an episode that ended stops counting. Violated: any step inside an obstacle (the
+    The disturbance is given by its ``Disturbance.parameters`` (shift, df), which may be traced. Pure
+    and jittable (``policy`` closes over its parameters): the whole rollout is one ``lax.scan`` over
+    ``max_steps``; an episode that ended stops counting. Violated: any step inside an obstacle (the
     spec's violation rate); violating fraction: such steps over the episode's length.
     """
-    env_states, obs = jax.vmap(lambda key: reset(task, key, disturbance))(keys)
+    env_states, obs = jax.vmap(lambda key: reset_with_parameters(task, key, shift, df))(keys)
     policy_key = jax.random.fold_in(keys[0], 1)
 
     def body(carry, t):

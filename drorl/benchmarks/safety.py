@@ -1,0 +1,225 @@
+"""The distributionally safe RL experiment (DSRL's; issue 19): DDPG, DDPG with the nominal CBF-QP layer
+and DSRL trained online on the safety tasks under the nominal disturbance, then evaluated under the test
+families: nominal, a mean shift within the ambiguity radius, one beyond it, heavy tails.
+
+Profiles: ``smoke`` (seconds of training, for the tests), ``quick`` (the unicycle, 3 seeds), ``full``
+(the three tasks, 5 seeds, and a rho_d sweep of DSRL on the unicycle). Every run resumes (the online
+loop's checkpoints) and its evaluation is kept in ``safety_eval.json``. The report gives, per task and
+family, the return, the goal rate, the violation rate (episodes with a step inside an obstacle) and the
+violating-step fraction, mean ± 95 % interval over seeds; a picture of trajectories under the shift
+beyond the radius; and with a sweep, violations and return against rho_d.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from rich.console import Console
+
+from drorl.algos import dsrl
+from drorl.benchmarks.common import fmt, restrict_tasks, run_jobs
+from drorl.envs import safety
+from drorl.errors import DrorlError
+from drorl.io_utils import atomic_path, write_bytes_atomic, write_json_atomic
+from drorl.online import OnlineSettings, train_online
+
+METHODS = (("DDPG", {"layer": "none"}), ("nominal layer", {"layer": "nominal"}), ("DSRL", {"layer": "robust"}))
+METRICS = ("returns", "reached", "violated", "violating_fraction")
+HEAVY_TAIL_DF = 1.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Attributes: tasks; seeds; env_steps and start_steps of each online run; episodes per seed and
+    family; radius, the rho_d of DSRL (the families shift by 0.5 and 2.5 times it); radius_sweep, DSRL's
+    extra radii on the first task (empty: none); networks, the hidden widths of actor and critic."""
+
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    env_steps: int
+    start_steps: int
+    episodes: int
+    radius: float = 0.2
+    radius_sweep: tuple[float, ...] = ()
+    networks: tuple[int, ...] = (256, 256)
+
+
+PROFILES = {
+    "smoke": Profile(("safe-unicycle",), (0,), env_steps=300, start_steps=200, episodes=4, networks=(16, 16)),
+    "quick": Profile(("safe-unicycle",), (0, 1, 2), env_steps=20_000, start_steps=2_000, episodes=20),
+    "full": Profile(("safe-unicycle", "safe-double-integrator", "safe-quadcopter"), (0, 1, 2, 3, 4),
+                    env_steps=50_000, start_steps=5_000, episodes=50, radius_sweep=(0.05, 0.1, 0.4, 0.8)),
+}
+
+
+def families(radius: float) -> dict[str, safety.Disturbance]:
+    return {"nominal": safety.NOMINAL, "shift within": safety.Disturbance("shift", 0.5 * radius),
+            "shift beyond": safety.Disturbance("shift", 2.5 * radius),
+            "heavy tail": safety.Disturbance("heavy_tail", HEAVY_TAIL_DF)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    task: str
+    label: str
+    overrides: dict[str, Any]
+    seed: int
+    profile: Profile
+    run_dir: Path
+
+
+def _config(job: Job) -> dsrl.Config:
+    config = dsrl.Config(ddpg=dataclasses.replace(dsrl.Config().ddpg, hidden_dims=job.profile.networks))
+    return dataclasses.replace(config, **job.overrides)
+
+
+def evaluate(state: dsrl.State, task: safety.SafetyTask, disturbances: dict[str, safety.Disturbance],
+             episodes: int, seed: int) -> dict[str, safety.Episodes]:
+    """Deterministic episodes of the trained policy (layer included) under each disturbance, on the same
+    layouts (keys from the seed); one compiled rollout serves every family."""
+    keys = jax.random.split(jax.random.PRNGKey(10_000 + seed), episodes)
+
+    @jax.jit
+    def episodes_under(state, shift, df):
+        return safety.rollouts(task, lambda obs, key: dsrl.act(state, obs, key, True), keys, shift, df)
+
+    return {name: episodes_under(state, *d.parameters) for name, d in disturbances.items()}
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Train (or resume) one method on one task and seed, then evaluate every family (kept on disk)."""
+    path = job.run_dir / "safety_eval.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    settings = OnlineSettings(env_steps=job.profile.env_steps, seed=job.seed, start_steps=job.profile.start_steps,
+                              eval_every=0, checkpoint_every=job.profile.env_steps)
+    state, _ = train_online("dsrl", job.task, job.run_dir, settings, _config(job), progress=False)
+    task = safety.get_safety_task(job.task)
+    # the test families are the profile's for every method, the sweep's radii included
+    under = evaluate(state, task, families(job.profile.radius), job.profile.episodes, job.seed)
+    result: dict[str, Any] = {name: {metric: float(jnp.mean(getattr(episodes, metric))) for metric in METRICS}
+                              for name, episodes in under.items()}
+    result["trajectory"] = np.asarray(under["shift beyond"].positions[0]).tolist()
+    write_json_atomic(path, result)
+    return result
+
+
+def _jobs(profile: Profile, out: Path) -> list[Job]:
+    variants = [(label, overrides) for label, overrides in METHODS]
+    jobs = [Job(task, label, overrides, seed, profile, out / task / label.replace(" ", "_") / f"s{seed}")
+            for task in profile.tasks for label, overrides in variants for seed in profile.seeds]
+    jobs += [Job(profile.tasks[0], f"DSRL rho={r:g}", {"layer": "robust", "radius": r}, seed, profile,
+                 out / profile.tasks[0] / f"DSRL_rho{r:g}" / f"s{seed}")
+             for r in profile.radius_sweep for seed in profile.seeds]
+    return jobs
+
+
+def run(profile_name: str, out: Path, backend: str = "local", console: Console | None = None,
+        tasks: Sequence[str] | None = None) -> Path:
+    """Run every job of the profile and write ``report.md``, ``results.json`` and the pictures."""
+    if profile_name not in PROFILES:
+        raise DrorlError(f"--profile {profile_name}: expected one of {', '.join(PROFILES)}")
+    console = console or Console()
+    profile = restrict_tasks(PROFILES[profile_name], tasks)
+    out = Path(out)
+    jobs = _jobs(profile, out)
+    console.print(f"safety/{profile_name}: {len(jobs)} runs, {profile.env_steps:,} env steps each")
+    results = run_jobs(jobs, run_job, backend)
+    return write_report(profile_name, profile, jobs, results, out)
+
+
+def _by_label(jobs: list[Job], results: list[dict], task: str) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for job, result in zip(jobs, results):
+        if job.task == task:
+            grouped.setdefault(job.label, []).append(result)
+    return grouped
+
+
+def _plot_trajectories(task: str, grouped: dict[str, list[dict]], profile: Profile, out: Path) -> Path:
+    """Each method's first evaluation episode of its first seed under the shift beyond the radius (the
+    same layout for every method: evaluation keys are common), among that layout's obstacles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    safety_task = safety.get_safety_task(task)
+    key = jax.random.split(jax.random.PRNGKey(10_000 + profile.seeds[0]), profile.episodes)[0]
+    env_state, _ = safety.reset(safety_task, key)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for centre, radius in zip(np.asarray(env_state.centres), np.asarray(env_state.radii)):
+        ax.add_patch(plt.Circle(centre[:2], radius, color="grey", alpha=0.4))
+    ax.add_patch(plt.Circle(np.asarray(env_state.goal[:2]), safety_task.goal_radius, color="green", alpha=0.3))
+    for label in (label for label, _ in METHODS if label in grouped):
+        path = np.asarray(grouped[label][0]["trajectory"])
+        ax.plot(path[:, 0], path[:, 1], label=label)
+    ax.set_aspect("equal")
+    ax.set_title(f"{task}: trajectories under the shift beyond the radius (x-y)")
+    ax.legend(fontsize=8)
+    target = out / f"{task}-trajectories.png"
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return target
+
+
+def _plot_tradeoff(grouped: dict[str, list[dict]], radii: Sequence[float], base: float, out: Path) -> Path:
+    """DSRL's violation rate and return under the shift beyond the nominal radius, against rho_d."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for axis, metric, name in ((left, "violated", "violation rate"), (right, "returns", "return")):
+        means = [np.mean([r["shift beyond"][metric] for r in grouped[label]]) for label in
+                 ("DSRL" if r == base else f"DSRL rho={r:g}" for r in radii)]
+        axis.plot(radii, means, marker="o")
+        axis.set_xlabel("rho_d")
+        axis.set_title(name)
+    target = out / "rho-tradeoff.png"
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return target
+
+
+def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: list[dict], out: Path) -> Path:
+    names = list(families(profile.radius))
+    lines = [f"# Distributionally safe RL benchmark ({profile_name})", "",
+             f"Seeds {list(profile.seeds)}; {profile.env_steps:,} env steps of online training under the nominal "
+             f"disturbance; {profile.episodes} evaluation episodes per seed and family. rho_d = {profile.radius}; "
+             f"shift within = {0.5 * profile.radius:g}, beyond = {2.5 * profile.radius:g} (norm of the mean "
+             f"disturbance, random direction per episode); heavy tail = Student-t, {HEAVY_TAIL_DF} degrees of "
+             "freedom. Entries: mean ± 95 % interval over seeds. Violation rate = episodes with any step inside "
+             "an obstacle; violating fraction = such steps over the episode.", ""]
+    summary = {}
+    for task in profile.tasks:
+        grouped = _by_label(jobs, results, task)
+        lines += [f"## {task}", ""]
+        for metric, title in (("violated", "violation rate"), ("violating_fraction", "violating-step fraction"),
+                              ("reached", "goal rate"), ("returns", "return")):
+            scale = 1.0 if metric == "returns" else 100.0
+            lines += [f"{title}{'' if metric == 'returns' else ' (%)'}:", "",
+                      "| method | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
+            for label, seeds in grouped.items():
+                cells = [fmt([scale * r[name][metric] for r in seeds]) for name in names]
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+                summary[f"{task}/{label}"] = {name: {m: [r[name][m] for r in seeds] for m in METRICS} for name in names}
+            lines.append("")
+        picture = _plot_trajectories(task, grouped, profile, out)
+        lines += [f"![{task} trajectories]({picture.name})", ""]
+        if task == profile.tasks[0] and profile.radius_sweep:
+            curve = _plot_tradeoff(grouped, sorted([profile.radius, *profile.radius_sweep]), profile.radius, out)
+            lines += [f"![rho_d trade-off]({curve.name})", ""]
+    report = out / "report.md"
+    write_bytes_atomic(report, "\n".join(lines).encode())
+    write_json_atomic(out / "results.json", summary)
+    return report
