@@ -329,10 +329,10 @@ def ope_cmd(
 
 @app.command("benchmark")
 def benchmark_cmd(
-    suite: str = typer.Argument(..., help="robust-il or ovr"),
+    suite: str = typer.Argument(..., help="robust-il, ovr, model-based or safety"),
     profile: str = typer.Option("quick", help="quick, full, or a suite-specific ablation (robust-il: rho-sweep, "
                                               "balance, divergence, initial-states, time-weighting, halfcheetah-rate; "
-                                              "ovr: lambda-sweep, iw)."),
+                                              "ovr: lambda-sweep, iw; model-based: paper)."),
     backend: str = typer.Option("local", help="local (one process) or ray (pip install 'drorl\\[ray]')."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default runs/benchmark/SUITE-PROFILE); "
                                                   "an interrupted benchmark resumes there."),
