@@ -121,8 +121,9 @@ def test_rows_from_observations_equal_the_world_frame_rows(name):
                                      env_state.centres, env_state.radii + task.cbf_buffer + l, xi_bar, task.cbf_alpha)
     else:
         v = env_state.state[task.pos_dim:]
-        world = high_order_cbf_rows(p, v, jnp.eye(task.pos_dim), env_state.centres, env_state.radii + task.cbf_buffer, xi_bar,
-                                    *task.cbf_poles, drift=safety.acceleration_drift(task, v))
+        world = high_order_cbf_rows(p, v, jnp.eye(task.pos_dim), env_state.centres,
+                                    env_state.radii + task.cbf_buffer, xi_bar, *task.cbf_poles,
+                                    drift=safety.acceleration_drift(task, v))
     for got, want in zip(rows, world):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
