@@ -163,6 +163,31 @@ def expand_cells(config: SweepConfig, datasets: dict[str, tuple[str, str]], out:
     return cells
 
 
+def as_text(value: Any) -> str:
+    """A YAML value as ``--set`` text (lists as comma-separated items), to be read back as the field's type."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def field_value(config: Any, path: str) -> Any:
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def typed_overrides(algorithm: str, overrides: dict[str, Any], source: str) -> dict[str, Any]:
+    """``overrides`` checked against the offline algorithm's config and read as each field's type, as ``--set``
+    reads them (YAML reads 3e-4 as a string), before any cell runs."""
+    from drorl import algos
+    from drorl.algos.base import config_with_overrides
+
+    try:
+        config = config_with_overrides(algos.get(algorithm, "offline").Config,
+                                       {key: as_text(value) for key, value in overrides.items()})
+    except DrorlError as exc:
+        raise DrorlError(f"{source}: {algorithm}: {exc}") from None
+    return {key: field_value(config, key) for key in overrides}
+
+
 def is_done(cell: dict[str, Any]) -> bool:
     return (Path(cell["run_dir"]) / "eval.json").is_file()
 
@@ -215,11 +240,15 @@ def run_local(cells: Sequence[dict[str, Any]], workers: int, advance: Callable[[
         shares.put(share)
     with ProcessPoolExecutor(workers, mp_context=context, initializer=pin_worker, initargs=(shares,)) as pool:
         pending = {pool.submit(run_cell, cell) for cell in cells}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                future.result()
-                advance(1)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
+                    advance(1)
+        except BaseException:  # a failed cell or an interrupt: start no further cells
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 # what a local Ray instance's workers need from this process's environment: the data and JAX's compilation cache
@@ -284,7 +313,8 @@ def sweep(config_path: str | Path, out: str | Path | None = None, backend: str =
         raise DrorlError(f"--workers {workers}: expected a positive number")
     config = load_sweep_config(config_path)
     out = Path(out or Path("runs") / "sweeps" / Path(config_path).stem).resolve()
-    cells = expand_cells(config, resolve_datasets(config.datasets), out)
+    cells = [{**cell, "overrides": typed_overrides(cell["algorithm"], cell["overrides"], str(config_path))}
+             for cell in expand_cells(config, resolve_datasets(config.datasets), out)]
     write_json_atomic(out / "sweep.json", cells)
     todo = [cell for cell in cells if not is_done(cell)]
     with progress_bar(f"sweep {Path(config_path).name}", len(cells), completed=len(cells) - len(todo),

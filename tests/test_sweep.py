@@ -117,3 +117,15 @@ def test_workers_share_the_cores_and_keep_the_users_xla_flags():
     assert pinned_env({})["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false"
     assert pinned_env({"XLA_FLAGS": "--xla_dump_to=/tmp"})["XLA_FLAGS"] == \
         "--xla_dump_to=/tmp --xla_cpu_multi_thread_eigen=false"
+
+
+def test_fields_are_checked_and_typed_before_any_cell_runs():
+    from drorl.sweep import typed_overrides
+
+    # YAML reads 3e-4 as a string and a tuple field as a list: both become the field's type
+    assert typed_overrides("bc", {"policy.lr": "3e-4", "policy.hidden_dims": [8, 8]}, "s.yaml") == \
+        {"policy.lr": 3e-4, "policy.hidden_dims": (8, 8)}
+    with pytest.raises(DrorlError, match="s.yaml: bc: --set policy.nope: unknown option"):
+        typed_overrides("bc", {"policy.nope": 1}, "s.yaml")
+    with pytest.raises(DrorlError, match="s.yaml: bcc: "):
+        typed_overrides("bcc", {}, "s.yaml")
