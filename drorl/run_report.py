@@ -51,8 +51,12 @@ def read_run(run_dir: Path) -> RunScores:
     record = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
     algorithm = result.get("algorithm") or record.get("algorithm") or run_dir.name
     dataset = record.get("dataset", {}).get("id")
-    task = f"{result['env']} / {Path(dataset).stem}" if dataset else result["env"]
-    curves = SeedCurves.from_eval(result)
+    try:
+        task = f"{result['env']} / {Path(dataset).stem}" if dataset else result["env"]
+        curves = SeedCurves.from_eval(result)
+    except (KeyError, TypeError) as exc:
+        raise DrorlError(f"{run_dir / 'eval.json'}: not what drorl evaluate writes ({exc!r} missing or "
+                         "malformed)") from None
     return RunScores(label=result.get("label") or algorithm, algorithm=algorithm, config=record.get("config", {}),
                      task=task, nominal=curves.nominal, auc=curves.auc)
 

@@ -64,6 +64,10 @@ def test_report_refusals(tmp_path):
     (tmp_path / "unfinished").mkdir()
     with pytest.raises(DrorlError, match="unfinished/eval.json: missing"):
         write_run_report([tmp_path / "unfinished"], tmp_path / "report")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "eval.json").write_text('{"score": 1}')
+    with pytest.raises(DrorlError, match="foreign/eval.json: not what drorl evaluate writes"):
+        write_run_report([tmp_path / "foreign"], tmp_path / "report")
     runs = [make_run(tmp_path / "h", "a", "hopper", "hopper-medium", [1.0, 2.0]),
             make_run(tmp_path / "w", "a", "walker2d", "walker2d-medium", [1.0])]
     with pytest.raises(DrorlError, match="a: different numbers of seeds per task"):
