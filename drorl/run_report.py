@@ -61,6 +61,16 @@ def read_run(run_dir: Path) -> RunScores:
                      task=task, nominal=curves.nominal, auc=curves.auc)
 
 
+def finished_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run directories: each path that holds an eval.json, or else every directory under it that does (a
+    sweep's or a benchmark's output directory)."""
+    runs = []
+    for path in map(Path, paths):
+        found = [path] if (path / "eval.json").is_file() else sorted(p.parent for p in path.rglob("eval.json"))
+        runs += found or [path]  # nothing finished there: read_run names the missing file
+    return runs
+
+
 def flat_fields(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config fields as ``{"policy.lr": "0.001"}``."""
     out: dict[str, str] = {}
@@ -136,12 +146,12 @@ def estimates_json(matrices: dict[str, np.ndarray]) -> dict[str, dict[str, dict[
 
 
 def write_run_report(run_dirs: Sequence[str | Path], out: str | Path, reference: str | None = None) -> Path:
-    """Write ``out/report.md`` (aggregates with bootstrap intervals, probabilities of improvement, per-task
+    """Write, for the runs in ``run_dirs`` (``finished_runs``), ``out/report.md`` (aggregates with bootstrap intervals, probabilities of improvement, per-task
     scores), ``out/profiles.png`` (performance profiles of the nominal score) and ``out/aggregates.json``."""
     if not run_dirs:
         raise DrorlError("drorl report: expected at least one run directory")
     out = Path(out)
-    runs = [read_run(Path(d)) for d in run_dirs]
+    runs = [read_run(d) for d in finished_runs(run_dirs)]
     methods = method_names(runs)
     names = list(dict.fromkeys(methods))
     nominal = pooled_scores(runs, methods, "nominal")

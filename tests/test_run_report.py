@@ -47,6 +47,8 @@ def test_report_pools_seeds_per_method_and_task(tmp_path):
     summary = json.loads((tmp_path / "report" / "aggregates.json").read_text())
     assert summary["nominal"]["a"]["optimality gap"]["value"] == pytest.approx(60.0)
     assert summary["nominal"]["b"]["IQM"]["value"] == pytest.approx(30.0)
+    # the parent directory stands for every finished run under it
+    assert write_run_report([tmp_path], tmp_path / "again", reference="a").read_text() == text
 
 
 def test_same_algorithm_with_different_configs_are_different_methods(tmp_path):
