@@ -240,8 +240,9 @@ def train_dynamics_cmd(
 @app.command("train-online")
 def train_online_cmd(
     algo: str = typer.Argument("sac", help=f"Online algorithm: {' or '.join(_algos.names('online'))}."),
-    env: str = typer.Option(..., help="Task: hopper, halfcheetah, walker2d, ant, inverted-pendulum (sac) or "
-                                      "cartpole (dqn)."),
+    env: str = typer.Option(..., help="Task: hopper, halfcheetah, walker2d, ant, inverted-pendulum (sac, ddpg), "
+                                      "cartpole (dqn) or safe-unicycle, safe-double-integrator, safe-quadcopter "
+                                      "(ddpg, dsrl)."),
     steps: int = typer.Option(1_000_000, help="Environment steps in total."),
     seed: int = typer.Option(0, help="Seed of environments, exploration and initialisation."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/ALGO-ENV-sSEED); an existing run "
@@ -360,7 +361,8 @@ def plot_cmd(
 
 @app.command("report")
 def report_cmd(
-    run_dirs: list[Path] = typer.Argument(..., help="Finished run directories (their eval.json and config.json)."),
+    run_dirs: list[Path] = typer.Argument(..., help="Finished run directories (their eval.json and config.json), "
+                                                    "or directories above them (a sweep's, a benchmark's)."),
     out: Path = typer.Option(Path("runs/report"), help="Directory for report.md, profiles.png and "
                                                        "aggregates.json."),
     reference: Optional[str] = typer.Option(None, help="Method whose probability of improvement over each other "
