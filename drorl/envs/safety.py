@@ -2,7 +2,9 @@
 
 Pure JAX ``reset`` and ``step`` (vmap them over a batch, run them inside a compiled loop) and a
 Gymnasium wrapper, ``SafetyEnv``, registered as ``drorl/SafeUnicycle-v0``,
-``drorl/SafeDoubleIntegrator-v0`` and ``drorl/SafeQuadcopter-v0``. The systems follow the shared
+``drorl/SafeDoubleIntegrator-v0`` and ``drorl/SafeQuadcopter-v0`` when this module is imported
+(``gymnasium.make("drorl.envs.safety:drorl/SafeUnicycle-v0")`` imports it; ``drorl.envs.make_env``
+takes the task names ``safe-unicycle``, ...). The systems follow the shared
 spec ``safe-rl.md`` ("Systems" and its Corrections); all are control affine with an additive
 disturbance xi:
 
