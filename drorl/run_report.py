@@ -145,6 +145,10 @@ def estimates_json(matrices: dict[str, np.ndarray]) -> dict[str, dict[str, dict[
             for method, m in matrices.items()}
 
 
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
 def write_run_report(run_dirs: Sequence[str | Path], out: str | Path, reference: str | None = None) -> Path:
     """Write, for the runs in ``run_dirs`` (``finished_runs``), ``out/report.md`` (aggregates with bootstrap intervals, probabilities of improvement, per-task
     scores), ``out/profiles.png`` (performance profiles of the nominal score) and ``out/aggregates.json``."""
@@ -161,7 +165,8 @@ def write_run_report(run_dirs: Sequence[str | Path], out: str | Path, reference:
     pairs = improvement_pairs(names, reference)
     matrices = score_matrices(nominal, tasks)
     lines = ["# Aggregate report", "",
-             f"{len(runs)} run directories: {len(names)} methods on {len(tasks)} tasks. Scores are normalised "
+             f"{count(len(runs), 'run directory', 'run directories')}: {count(len(names), 'method')} on "
+             f"{count(len(tasks), 'task')}. Scores are normalised "
              "(0 = random, 100 = the expert reference of each run's eval.json), one per seed.", ""]
     if left_out:
         lines += [f"Left out (not run by every method): {', '.join(left_out)}.", ""]
