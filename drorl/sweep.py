@@ -12,7 +12,7 @@ The config (YAML)::
     algorithms: [bc, {name: drbc, label: DR-BC, set: {rho: 0.2}}]  # names, or name + label + fixed fields
     datasets: [hopper-medium, /data/my.hdf5]    # names (generated on first use) or HDF5 paths
     env: null                                   # the task to evaluate on (default: each dataset's metadata)
-    set: {policy.lr: [0.001, 0.0003]}           # swept config fields: every combination of the lists
+    set: {policy.lr: [0.001, 0.0003]}           # swept fields, every combination (a tuple's values: [[64, 64]])
     seeds: [0, 1, 2]
     steps: 100000
     episodes: 10                                # evaluation episodes per seed and grid point
@@ -112,8 +112,14 @@ def parse_sweep_config(raw: Any, source: str = "sweep config") -> SweepConfig:
     if not isinstance(grid, dict):
         raise DrorlError(f"{source}: set: expected a mapping of field: [values]")
     grid = {str(k): v if isinstance(v, list) else [v] for k, v in grid.items()}
-    if any(not values for values in grid.values()):
-        raise DrorlError(f"{source}: set: every field needs at least one value")
+    for field, values in grid.items():
+        if not values:
+            raise DrorlError(f"{source}: set: {field}: expected at least one value")
+        if len({repr(v) for v in values}) != len(values):  # two cells would share one run directory
+            raise DrorlError(f"{source}: set: {field}: a value is repeated (a tuple field's values are lists: "
+                             f"[[64, 64], [256, 256]])")
+    if not isinstance(raw.get("env"), (str, type(None))):
+        raise DrorlError(f"{source}: env: expected a task's name")
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds) \
             or len(set(seeds)) != len(seeds):

@@ -39,7 +39,9 @@ def test_config_errors_name_the_key():
                          ({**good, "algorithms": []}, "algorithms: expected a list"),
                          ({**good, "algorithms": [{"label": "x"}]}, "algorithms: expected a name or a mapping"),
                          ({**good, "seeds": [1, 1]}, "seeds: expected a list of distinct integers"),
-                         ({**good, "set": {"policy.lr": []}}, "set: every field needs at least one value")):
+                         ({**good, "set": {"policy.lr": []}}, "set: policy.lr: expected at least one value"),
+                         ({**good, "set": {"policy.hidden_dims": [64, 64]}}, "policy.hidden_dims: a value is repeated"),
+                         ({**good, "env": 3}, "env: expected a task's name")):
         with pytest.raises(DrorlError, match=message):
             parse_sweep_config(bad, "cfg.yaml")
 
