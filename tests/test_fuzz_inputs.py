@@ -3,7 +3,6 @@
 metadata) are either loaded correctly or refused with a one-line DrorlError naming the file; no other
 exception, and no file written. Each reader sees at least 500 mutated files, derandomised for CI."""
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -53,7 +52,7 @@ def flip_bytes(path: Path, offset_fraction: float, garbage: bytes) -> None:
     data = bytearray(path.read_bytes())
     offset = int(len(data) * offset_fraction)
     data[offset:offset + len(garbage)] = garbage
-    path.write_bytes(bytes(data[:len(data)]))
+    path.write_bytes(bytes(data))
 
 
 # ---------------------------------------------------------------------------------------------------------
