@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from drorl.errors import DrorlError  # noqa: E402
+from drorl.health import is_warning  # noqa: E402
 from drorl.io_utils import atomic_path  # noqa: E402
 
 
@@ -123,6 +124,7 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
             evals.append((_label(run_dir, record), json.loads(eval_path.read_text())))
         if metrics_path.is_file():
             lines = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
+            lines = [line for line in lines if not is_warning(line)]
             curves.append((_label(run_dir, record), lines))
         if not eval_path.is_file() and not metrics_path.is_file():
             raise DrorlError(f"{run_dir}: neither eval.json nor metrics.jsonl; expected a drorl run directory")

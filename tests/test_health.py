@@ -161,3 +161,13 @@ def test_drorl_report_lists_the_warnings_of_its_runs(tmp_path):
     assert "## Training health" in text and f"- {drifting} (be-droil on hopper / hopper-expert-demos): warning: tau " \
                                           "(seed 0) drifts without levelling off" in text
     assert f"- {calm}" not in text
+
+
+def test_learning_curves_leave_warning_records_out(tmp_path):
+    from drorl.plot import plot_runs
+
+    records = [{"step": 100 * (i + 1), "seed": 0, "tau": 1 + 0.5 * i} for i in range(40)]
+    records += replay(records, be_droil.DIAGNOSTICS)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert plot_runs([tmp_path / "run"], tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
