@@ -77,6 +77,22 @@ def test_rollouts_match_a_per_step_python_loop_and_stop_at_termination():
     np.testing.assert_array_equal(obs[1:], np.asarray(rows["next_observations"]).reshape(HORIZON, 64, OBS_DIM)[:-1])
 
 
+def test_each_model_row_comes_from_its_own_random_elite():
+    """dynamics.predict (what the rollouts step with): every row from one of the elites, drawn per row,
+    never from a non-elite; its next state and reward are that member's prediction."""
+    model, key = hopper_model().replace(elites=jnp.array([2, 0])), jax.random.PRNGKey(3)
+    obs = start_states(256)
+    actions = policy(obs, jax.random.PRNGKey(4))
+    next_obs, rewards, info = dynamics.predict(model, obs, actions, key, deterministic=True)
+    member, rows, mean = np.asarray(info["member"]), np.arange(256), np.asarray(info["mean"])
+    assert set(member.tolist()) == {0, 2}  # both elites, row by row, and never member 1
+    np.testing.assert_allclose(next_obs, np.asarray(obs) + mean[member, rows, :-1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rewards, mean[member, rows, -1], rtol=1e-5, atol=1e-5)
+    sampled, _, sampled_info = dynamics.predict(model, obs, actions, key)
+    np.testing.assert_array_equal(sampled_info["member"], member)
+    z = (np.asarray(sampled) - next_obs) / np.asarray(info["std"])[member, rows, :-1]
+    assert 0.8 < z.std() < 1.2  # the chosen member's own noise
+
 def test_masked_insert_writes_only_valid_rows_in_order_and_wraps():
     buffer = ring.empty(5, 1, 1)
     rows = {"observations": jnp.arange(4.0)[:, None], "actions": jnp.zeros((4, 1)), "rewards": jnp.arange(4.0),
@@ -158,3 +174,90 @@ def test_the_benchmark_profiles_are_well_formed(tmp_path):
              for j in suite.jobs_of(suite.PROFILES["smoke"], tmp_path)}
     assert smoke["DROMO-strict"].variance == "strict" and smoke["DROMO-strict"].combo.sac.batch_size == 32
     assert smoke["MOPO-auto"].mopo.model.rollout_batch_size == 100 and smoke["COMBO"].model.dynamics.max_epochs == 3
+
+
+def _critic_batch(n_real: int = 4, n_model: int = 4) -> dict:
+    """A mixed batch (real rows first, as model_based.model_step builds it) with distinct rows."""
+    keys = jax.random.split(jax.random.PRNGKey(5), 4)
+    n = n_real + n_model
+    return {"observations": jax.random.normal(keys[0], (n, OBS_DIM)),
+            "actions": jax.random.uniform(keys[1], (n, ACT_DIM), minval=-0.9, maxval=0.9),
+            "rewards": jax.random.normal(keys[2], (n,)), "next_observations": jax.random.normal(keys[3], (n, OBS_DIM)),
+            "terminals": jnp.zeros(n), "is_real": jnp.concatenate([jnp.ones(n_real), jnp.zeros(n_model)])}
+
+
+def _unit_spec() -> Spec:
+    return Spec(OBS_DIM, ACT_DIM, -np.ones(ACT_DIM, np.float32), np.ones(ACT_DIM, np.float32),
+                np.zeros(OBS_DIM, np.float32), np.ones(OBS_DIM, np.float32), "hopper")
+
+
+def test_combo_push_down_is_the_importance_corrected_logsumexp():
+    """log sum_k exp(Q(s, a_k) - log p(a_k)) over N uniform actions (log p = |A| log 0.5), N of pi at s
+    (log pi(a|s)) and N of pi at s' (log pi(a'|s'), scored with Q(s, .)), against a brute-force sum."""
+    from drorl.algos import combo
+    from drorl.nn.policies import tanh_gaussian_log_prob
+
+    n, batch = 4, _critic_batch()
+    agent = sac.init(sac.Config(hidden_dims=(8,)), _unit_spec(), jax.random.PRNGKey(0))
+    config = combo.Config(sac=agent.config, num_sampled_actions=n)
+    obs, next_obs, key = batch["observations"], batch["next_observations"], jax.random.PRNGKey(3)
+    actions, log_density = combo._sampled_actions(agent, obs, next_obs, n, key)
+    actor_net, critic_net = sac.networks(agent.config, ACT_DIM)
+    assert actions.shape == (8, 3 * n, ACT_DIM) and float(jnp.abs(actions).max()) <= 1.0
+    np.testing.assert_allclose(log_density[:, :n], ACT_DIM * np.log(0.5), rtol=1e-6)
+    for part, states in ((slice(n, 2 * n), obs), (slice(2 * n, 3 * n), next_obs)):
+        mean, log_std = actor_net.apply(agent.actor.params, states)
+        expected = tanh_gaussian_log_prob(mean[:, None], log_std[:, None], actions[:, part])
+        np.testing.assert_allclose(log_density[:, part], expected, rtol=1e-3, atol=1e-3)
+    q = jnp.stack([critic_net.apply(agent.critic.params, obs, actions[:, k]) for k in range(3 * n)], axis=-1)
+    expected = jax.scipy.special.logsumexp(q - log_density[None], axis=-1)
+    got = combo.push_down_values(config, agent, agent.critic.params, obs, next_obs, key)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("push_down_states", ["mix", "model"])
+def test_combo_critic_pushes_down_at_the_push_down_states_and_up_on_the_dataset_pairs(push_down_states):
+    """Eq. 8's beta (E_rho[Q] - E_D[Q]): the push-up term reads only the real rows' pairs, the push-down
+    term the states of the whole batch ("mix") or of its model rows only ("model"), and one critic step
+    with a dominant beta lowers the gap (a sign flip of the conservative term raises it)."""
+    from drorl.algos import combo
+
+    agent = sac.init(sac.Config(hidden_dims=(8,), critic_lr=1e-4), _unit_spec(), jax.random.PRNGKey(0))
+    config = combo.Config(sac=agent.config, beta=1e4, num_sampled_actions=4, push_down_states=push_down_states)
+    step = jax.jit(lambda a, b, k: combo.critic_step(config, a, b, k))
+    batch, key = _critic_batch(), jax.random.PRNGKey(4)
+    agent_1, metrics = step(agent, batch, key)
+    gap = float(metrics["conservative_gap"])
+
+    def gap_with(column, rows, value):
+        changed = {**batch, column: batch[column].at[rows].set(value)}
+        return float(step(agent, changed, key)[1]["conservative_gap"])
+
+    real, model = slice(0, 4), slice(4, 8)
+    assert gap_with("actions", model, 0.5) == pytest.approx(gap, abs=1e-6)  # model pairs are not pushed up
+    assert gap_with("actions", real, 0.5) != pytest.approx(gap, abs=1e-4)  # dataset pairs are
+    assert gap_with("next_observations", model, 3.0) != pytest.approx(gap, abs=1e-4)  # pi at s' of model rows
+    real_next = gap_with("next_observations", real, 3.0)  # pi at s' of real rows: only with "mix"
+    if push_down_states == "mix":
+        assert real_next != pytest.approx(gap, abs=1e-4)
+    else:
+        assert real_next == pytest.approx(gap, abs=1e-6)
+    # the same key draws the same actions (the actor did not move): the step lowered the gap
+    assert float(step(agent_1, batch, key)[1]["conservative_gap"]) < gap
+
+
+def test_dromo_penalty_enters_the_critic_loss_with_a_positive_sign():
+    """DROMO's critic loss is COMBO's plus alpha E_s sqrt(Var_{pi_f} Q / (|D| d(s)) + eps) > 0."""
+    from drorl.algos import bc, combo, dromo
+
+    combo_config = combo.Config(sac=sac.Config(hidden_dims=(8,)), num_sampled_actions=2)
+    config = dromo.Config(combo=combo_config, behaviour=bc.PolicyConfig(distribution="gaussian", hidden_dims=(8,)),
+                          density="uniform", num_variance_actions=3)
+    state = dromo.init(config, _unit_spec(), jax.random.PRNGKey(0))
+    batch, key = _critic_batch(), jax.random.PRNGKey(4)
+    _, plain = jax.jit(lambda a: combo.critic_step(combo_config, a, batch, key))(state.combo.agent)
+    _, robust = jax.jit(lambda s: combo.critic_step(combo_config, s.combo.agent, batch, key,
+                                                    dromo.regulariser(s, jax.random.PRNGKey(7))))(state)
+    assert float(robust["variance_penalty"]) > 0
+    np.testing.assert_allclose(float(robust["critic_loss"]) - float(plain["critic_loss"]),
+                               float(robust["variance_penalty"]), rtol=1e-4)
