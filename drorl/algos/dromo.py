@@ -14,7 +14,8 @@ corrections fix the direction Eq. 9 once writes the other way). Choices, each a 
   update, with the actions pulled inside (-1, 1) by ``BEHAVIOUR_ACTION_MARGIN`` first.
 - Var_{pi_f}: from N actions of pi_beta and N of pi at each state, weighted f / N and (1 - f) / N: the
   variance of the mixture, stratified (no Bernoulli draw of the component).
-- |D| d^{pi_beta}(s): ``density="uniform"`` takes |D| (every state counted once); ``"kde"`` takes |D|
+- |D| d^{pi_beta}(s): ``density="uniform"`` takes |D| (d(s) = 1 at every state, the scale of a typical
+  dataset state under the KDE below; counting each continuous state once would give 1); ``"kde"`` takes |D|
   times a Gaussian kernel density of the standardised state against a fixed random subset of the
   dataset's standardised states (Scott's bandwidth), relative to the density of a typical dataset
   state (the median leave-one-out density of that subset), in log space with a floor. Relative,
@@ -57,8 +58,9 @@ BEHAVIOUR_ACTION_MARGIN = 1e-3
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """DROMO's hyper-parameters (the paper has no experiments and gives no values; alpha = 1 weighs the
-    penalty as Eq. 13 writes it).
+    """DROMO's hyper-parameters (the paper has no experiments and gives no values). The critic's squared
+    error is taken without Eq. 13's 1/2 (COMBO's convention, drorl.algos.combo), so ``alpha`` and
+    ``combo.beta`` here are twice Eq. 13's: the default alpha = 1 is Eq. 13's alpha = 1/2.
 
     Attributes:
         combo: COMBO's critic, actor, rollouts and real ratio f (DROMO's beta is ``combo.beta``).
