@@ -261,3 +261,29 @@ def test_dromo_penalty_enters_the_critic_loss_with_a_positive_sign():
     assert float(robust["variance_penalty"]) > 0
     np.testing.assert_allclose(float(robust["critic_loss"]) - float(plain["critic_loss"]),
                                float(robust["variance_penalty"]), rtol=1e-4)
+
+
+def test_dromo_variance_actions_are_pi_f_with_f_on_the_behaviour_policy():
+    """Var_{pi_f} with pi_f = f pi_beta + (1 - f) pi (f the real ratio, the weight on real data): N actions
+    of pi_beta weighted f / N, then N of pi weighted (1 - f) / N. Pinned policies tell them apart:
+    pi_beta at a ~ +1, pi at a ~ -1."""
+    from drorl.algos import bc, combo, dromo
+
+    f, n = 0.3, 3
+    combo_config = combo.Config(model=model_based.ModelConfig(dynamics=DYNAMICS, real_ratio=f),
+                                sac=sac.Config(hidden_dims=(8,)))
+    config = dromo.Config(combo=combo_config, behaviour=bc.PolicyConfig(distribution="gaussian", hidden_dims=(8,)),
+                          density="uniform", num_variance_actions=n)
+    state = dromo.init(config, _unit_spec(), jax.random.PRNGKey(0))
+
+    def pinned(params, sign):  # every output from the last bias: mean 5 sign, the smallest std
+        out = jnp.concatenate([jnp.full(ACT_DIM, 5.0 * sign), jnp.full(ACT_DIM, -10.0)])
+        return jax.tree_util.tree_map(lambda x: out if x.shape == out.shape else jnp.zeros_like(x), params)
+
+    state = state.replace(behaviour=state.behaviour.replace(params=pinned(state.behaviour.params, 1.0)))
+    agent = state.combo.agent
+    agent = agent.replace(actor=agent.actor.replace(params=pinned(agent.actor.params, -1.0)))
+    actions, weights = dromo._mixture_actions(state, agent, _critic_batch()["observations"], jax.random.PRNGKey(1))
+    assert actions.shape == (8, 2 * n, ACT_DIM)
+    assert float(actions[:, :n].min()) > 0.99 and float(actions[:, n:].max()) < -0.99
+    np.testing.assert_allclose(weights, [f / n] * n + [(1 - f) / n] * n, rtol=1e-6)
