@@ -287,3 +287,23 @@ def test_dromo_variance_actions_are_pi_f_with_f_on_the_behaviour_policy():
     assert actions.shape == (8, 2 * n, ACT_DIM)
     assert float(actions[:, :n].min()) > 0.99 and float(actions[:, n:].max()) < -0.99
     np.testing.assert_allclose(weights, [f / n] * n + [(1 - f) / n] * n, rtol=1e-6)
+
+
+def test_mopo_penalises_model_rewards_only():
+    """r~ = r - lambda u on model rows; real rows carry no penalty; the stored penalty is the rolled-out
+    row's max-std uncertainty (positive)."""
+    np.testing.assert_allclose(mopo.penalised_rewards(jnp.array([1.0, 2.0]), jnp.array([0.5, 0.0]), 2.0), [0.0, 2.0])
+    config = model_based.ModelConfig(dynamics=DYNAMICS, horizon=2, rollout_batch_size=8, rollout_every=1,
+                                     retain=1, real_ratio=0.25)
+    spec = _unit_spec()
+    agent = sac.init(sac.Config(hidden_dims=(8,)), spec, jax.random.PRNGKey(0))
+    n = 50
+    data = {"observations": start_states(n), "actions": jnp.zeros((n, ACT_DIM)), "rewards": jnp.full(n, 7.0),
+            "next_observations": start_states(n), "terminals": jnp.zeros(n), "initial_observations": start_states(2),
+            "initial_actions": jnp.zeros((2, ACT_DIM))}
+    batch = model_based.sample(config, 16, data, jax.random.PRNGKey(1))
+    buffer = model_based.empty_buffer(config, spec, ("penalty",))
+    _, mixed, _ = model_based.model_step(config, 16, hopper_model(), buffer, "hopper", agent, batch,
+                                         jax.random.PRNGKey(2), mopo.max_std_penalty)
+    penalty, is_real = np.asarray(mixed["penalty"]), np.asarray(mixed["is_real"])
+    assert is_real.sum() == 4 and np.all(penalty[is_real == 1] == 0.0) and np.all(penalty[is_real == 0] > 0.0)
