@@ -64,6 +64,8 @@ def test_ovr_smoke_writes_report_and_bar_chart(tmp_path):
     from drorl.data.registry import dataset_path
 
     assert not dataset_path("inverted-pendulum-expert").exists()
+    # generated at the profile's size, and named by it: a resized profile never reads the old file
+    assert (tmp_path / "bench" / "data" / "inverted-pendulum-expert-2000.hdf5").is_file()
 
 
 def test_restrict_tasks_keeps_profile_order_and_names_what_is_missing():

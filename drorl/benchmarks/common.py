@@ -104,6 +104,42 @@ def pooled_seed_sd(groups: Sequence[Sequence[float]]) -> float:
     return float(np.sqrt(squares / dof)) if dof > 0 else float("nan")
 
 
+def generated_dataset_path(out: Path, task: str, kind: str, transitions: int) -> Path:
+    """Where a profile with its own (small) dataset size keeps that dataset: with the benchmark, not in the
+    registry, named by its size so that a resized profile never reads the old data."""
+    return Path(out) / "data" / f"{task}-{kind}-{transitions}.hdf5"
+
+
+def prepare_datasets(tasks: Sequence[str], kinds: Sequence[str], transitions: int | None, out: Path) -> None:
+    """Every dataset of the grid, once, before jobs (possibly parallel ones) read them: the registry's
+    (``transitions=None``) or generated at that size beside the benchmark."""
+    from drorl.data.generate import generate
+    from drorl.data.hdf5 import write_hdf5
+    from drorl.data.registry import resolve
+
+    for task in tasks:
+        for kind in kinds:
+            if transitions is None:
+                resolve(f"{task}-{kind}")
+                continue
+            path = generated_dataset_path(out, task, kind, transitions)
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_hdf5(generate(task, kind, transitions=transitions, seed=0, progress=False), path)
+
+
+def load_dataset(task: str, kind: str, transitions: int | None, out: Path) -> tuple[Any, str]:
+    """The dataset ``prepare_datasets`` made ready, and its id for the run record."""
+    from drorl.data.hdf5 import read_hdf5
+    from drorl.data.registry import resolve
+
+    if transitions is None:
+        dataset, name, _ = resolve(f"{task}-{kind}", progress=False)
+        return dataset, name
+    path = generated_dataset_path(out, task, kind, transitions)
+    return read_hdf5(path), str(path)
+
+
 def restrict_tasks(profile: Any, tasks: Sequence[str] | None) -> Any:
     """``profile`` with only ``tasks`` (kept in the profile's order), so that a long profile can be run one
     task at a time into the same output directory; ``None`` keeps every task."""

@@ -20,8 +20,7 @@ from rich.console import Console
 
 from drorl.benchmarks.common import (Difference, SeedCurves, fmt, holm_verdicts, missing_tasks_note,
                                     pooled_seed_sd, resolvable_difference, restrict_tasks, run_jobs,
-                                    train_and_evaluate)
-from drorl.data.dataset import Dataset
+                                    load_dataset, prepare_datasets, train_and_evaluate)
 from drorl.errors import DrorlError
 from drorl.health import report_lines
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
@@ -101,41 +100,9 @@ class Job:
                 **{agent + k: v for k, v in self.profile.sac.items()}, **self.overrides}
 
 
-def _dataset(job: Job) -> tuple[Dataset, str]:
-    from drorl.data.hdf5 import read_hdf5
-    from drorl.data.registry import resolve
-
-    if job.profile.transitions is None:
-        dataset, name, _ = resolve(f"{job.task}-{job.kind}", progress=False)
-        return dataset, name
-    path = _small_dataset_path(job.out, job.task, job.kind)
-    return read_hdf5(path), str(path)
-
-
-def _small_dataset_path(out: Path, task: str, kind: str) -> Path:
-    return out / "data" / f"{task}-{kind}.hdf5"
-
-
-def _prepare_datasets(profile: Profile, out: Path) -> None:
-    """Generate every dataset once, before jobs (possibly parallel ones) read them."""
-    from drorl.data.generate import generate
-    from drorl.data.hdf5 import write_hdf5
-    from drorl.data.registry import resolve
-
-    for task in profile.tasks:
-        for kind in profile.kinds:
-            if profile.transitions is None:
-                resolve(f"{task}-{kind}")
-                continue
-            path = _small_dataset_path(out, task, kind)
-            if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_hdf5(generate(task, kind, transitions=profile.transitions, seed=0, progress=False), path)
-
-
 def run_job(job: Job) -> dict[str, Any]:
     """Train (or resume) one variant on one dataset for every seed, then evaluate it along the sweeps."""
-    dataset, name = _dataset(job)
+    dataset, name = load_dataset(job.task, job.kind, job.profile.transitions, job.out)
     return train_and_evaluate(job.algorithm, job.config_overrides(), dataset, name, job.task, job.run_dir,
                               job.profile.steps, job.profile.seeds, job.profile.episodes, job.profile.families,
                               label=job.label, prepared_dir=job.out / "dynamics")
@@ -154,7 +121,7 @@ def run(profile_name: str, out: Path, backend: str = "local", console: Console |
     console = console or Console()
     profile = restrict_tasks(PROFILES[profile_name], tasks)
     out = Path(out)
-    _prepare_datasets(profile, out)
+    prepare_datasets(profile.tasks, profile.kinds, profile.transitions, out)
     jobs = jobs_of(profile, out)
     console.print(f"model-based/{profile_name}: {len(jobs)} runs x {len(profile.seeds)} seeds, {profile.steps:,} steps")
     results = run_jobs(jobs, run_job, backend)

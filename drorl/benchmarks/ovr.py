@@ -22,9 +22,8 @@ from rich.table import Table
 from drorl.aggregates import aggregate_section
 from drorl.benchmarks.common import (Difference, SeedCurves, fmt, holm_verdicts, mean_and_ci, missing_tasks_note,
                                     pooled_seed_sd, resolvable_difference, restrict_tasks, run_jobs,
-                                    train_and_evaluate)
+                                    load_dataset, prepare_datasets, train_and_evaluate)
 from drorl.data.corrupt import reward_noise
-from drorl.data.dataset import Dataset
 from drorl.errors import DrorlError
 from drorl.health import report_lines
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
@@ -99,25 +98,9 @@ class Job:
         return self.out / self.task / f"{self.kind}{noise}" / self.label.replace(" ", "_").replace("=", "")
 
 
-def _clean_dataset(job: Job) -> tuple[Dataset, str]:
-    from drorl.data.hdf5 import read_hdf5
-    from drorl.data.registry import resolve
-
-    if job.profile.transitions is None:
-        dataset, name, _ = resolve(f"{job.task}-{job.kind}", progress=False)
-        return dataset, name
-    path = _small_dataset_path(job.out, job.task, job.kind)
-    return read_hdf5(path), str(path)
-
-
-def _small_dataset_path(out: Path, task: str, kind: str) -> Path:
-    """Profiles with their own (small) dataset size keep the data with the benchmark, not in the registry."""
-    return out / "data" / f"{task}-{kind}.hdf5"
-
-
 def run_job(job: Job) -> dict[str, Any]:
     """Train (or resume) one variant on one dataset for every seed, then score it at nominal dynamics."""
-    dataset, name = _clean_dataset(job)
+    dataset, name = load_dataset(job.task, job.kind, job.profile.transitions, job.out)
     if job.noise:
         dataset, name = reward_noise(dataset, job.noise, seed=0), f"{name}+reward_noise({job.noise:g})"
     overrides = dict(job.overrides)
@@ -125,23 +108,6 @@ def run_job(job: Job) -> dict[str, Any]:
         overrides.setdefault("reward_scale", float(np.mean(np.abs(dataset.rewards))) or 1.0)
     return train_and_evaluate(job.algorithm, overrides, dataset, name, job.task, job.run_dir, job.profile.steps,
                               job.profile.seeds, job.profile.episodes, label=job.label)
-
-
-def _prepare_datasets(profile: Profile, out: Path) -> None:
-    """Generate every dataset once, before jobs (possibly parallel ones) read them."""
-    from drorl.data.generate import generate
-    from drorl.data.hdf5 import write_hdf5
-    from drorl.data.registry import resolve
-
-    for task in profile.tasks:
-        for kind in profile.kinds:
-            if profile.transitions is None:
-                resolve(f"{task}-{kind}")
-                continue
-            path = _small_dataset_path(out, task, kind)
-            if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_hdf5(generate(task, kind, transitions=profile.transitions, seed=0, progress=False), path)
 
 
 def jobs_of(profile: Profile, out: Path) -> list[Job]:
@@ -159,7 +125,7 @@ def run(profile_name: str, out: Path, backend: str = "local", console: Console |
     console = console or Console()
     profile = restrict_tasks(PROFILES[profile_name], tasks)
     out = Path(out)
-    _prepare_datasets(profile, out)
+    prepare_datasets(profile.tasks, profile.kinds, profile.transitions, out)
     jobs = jobs_of(profile, out)
     console.print(f"ovr/{profile_name}: {len(jobs)} runs x {len(profile.seeds)} seeds, {profile.steps:,} steps")
     results = run_jobs(jobs, run_job, backend)
