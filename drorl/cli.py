@@ -200,15 +200,12 @@ def train_cmd(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Train an offline algorithm on a dataset, for several seeds at once."""
-    from drorl.loggers import parse_loggers
     from drorl.runs import run_training
 
-    if steps <= 0 or log_every <= 0 or checkpoint_every <= 0 or eval_every < 0:
-        raise DrorlError("--steps, --log-every and --checkpoint-every must be positive, --eval-every >= 0")
     run_dir = run_training(algo, dataset, env=env, steps=steps, seeds=_parse_seeds(seeds), out=out,
                            eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
                            checkpoint_every=checkpoint_every, overrides=_parse_sets(set_),
-                           progress=not quiet, loggers=parse_loggers(logger))
+                           progress=not quiet, loggers=logger)
     console.print(f"run written to {run_dir}")
 
 
@@ -281,8 +278,15 @@ def train_online_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     run_dir: str = typer.Argument(..., help="A run directory written by drorl train, or zoo:POLICY_ID."),
-    sweep: str = typer.Option("", help="Perturbation families, comma-separated: gravity, damping, stiffness, "
-                                       "actuator_range, frictionloss, mass, friction, action_noise."),
+    sweep: str = typer.Option("", help="Perturbation sweeps, comma-separated: FAMILY (its built-in grid) or "
+                                       "FAMILY=LO:HI:N (N evenly spaced values from LO to HI, both included; LO > "
+                                       "HI decreases), e.g. gravity=-0.3:0.3:7,damping. Families: gravity, "
+                                       "damping, mass, friction (relative change p: the quantity times 1 + p); "
+                                       "actuator_range (control limit +-x), frictionloss, stiffness (absolute; "
+                                       "halfcheetah's stiffness relative), action_noise (a variance)."),
+    grid2d: bool = typer.Option(False, "--grid2d", help="Evaluate the product grid of exactly two --sweep families "
+                                                        "(both perturbations together in every cell) instead of one "
+                                                        "sweep each; writes a heat map beside eval.json."),
     episodes: int = typer.Option(10, help="Episodes per seed and grid point."),
     env: Optional[str] = typer.Option(None, help="Task (default: the run's)."),
     seed: int = typer.Option(0, help="Seed of the evaluation episodes' initial states."),
@@ -292,19 +296,13 @@ def evaluate_cmd(
 ):
     """Evaluate a run (or a zoo policy) nominally and under perturbation sweeps; writes eval.json."""
     from drorl.report import print_eval_table
-    from drorl.runs import evaluate_run, evaluate_zoo_policy
+    from drorl.runs import default_eval_path, evaluate_run, heat_map_path
 
-    if episodes <= 0:
-        raise DrorlError(f"--episodes {episodes}: expected a positive number")
-    if run_dir.startswith("zoo:"):
-        policy_id = run_dir[len("zoo:"):]
-        out = out or Path("runs") / "zoo" / policy_id / "eval.json"
-        result = evaluate_zoo_policy(policy_id, sweep, episodes=episodes, seed=seed, out=out, progress=not quiet)
-    else:
-        out = out or Path(run_dir) / "eval.json"
-        result = evaluate_run(run_dir, sweep, episodes=episodes, env=env, seed=seed, out=out, progress=not quiet)
+    out = out or default_eval_path(run_dir)
+    result = evaluate_run(run_dir, sweep, episodes=episodes, env=env, seed=seed, out=out, grid2d=grid2d,
+                          progress=not quiet)
     print_eval_table(result, console=console)
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}" + (f" and {heat_map_path(out)}" if grid2d else ""))
 
 
 @app.command("ope")

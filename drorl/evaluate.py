@@ -17,7 +17,16 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from drorl.envs import Perturbation, PerturbedEnv, default_grid, get_task, make_env, parse_families
+from drorl.envs import (
+    AnyPerturbation,
+    CombinedPerturbation,
+    Perturbation,
+    PerturbedEnv,
+    default_grid,
+    get_task,
+    make_env,
+    parse_sweep,
+)
 from drorl.envs.batched import BATCHED_TASKS, BatchedMujocoEnvs
 from drorl.envs.tasks import TaskInfo
 from drorl.errors import DrorlError
@@ -27,7 +36,7 @@ from drorl.scores import normalized_score
 
 BatchedPolicy = Callable[[np.ndarray], np.ndarray]
 SinglePolicy = Callable[[np.ndarray], np.ndarray]
-Starts = list[tuple[Perturbation | None, int]]  # (perturbation, reset seed) of each episode in a chunk
+Starts = list[tuple[AnyPerturbation | None, int]]  # (perturbation, reset seed) of each episode in a chunk
 ChunkRunner = Callable[[BatchedPolicy, Starts, int | None, Callable[[int], None]], np.ndarray]
 
 DEFAULT_MAX_ENVS = 512  # envs alive at once; more work runs in chunks through the same env pool
@@ -142,7 +151,7 @@ def run_episodes(
     policy_fn: BatchedPolicy,
     num_policies: int,
     task: str | TaskInfo,
-    perturbations: Sequence[Perturbation | None],
+    perturbations: Sequence[AnyPerturbation | None],
     episodes: int,
     seed: int = 0,
     progress: bool = False,
@@ -181,7 +190,7 @@ def run_episodes(
 def run_episodes_one_env(
     policy_fn_single: SinglePolicy,
     task: str | TaskInfo,
-    perturbation: Perturbation | None,
+    perturbation: AnyPerturbation | None,
     episodes: int,
     seed: int = 0,
     max_steps: int | None = None,
@@ -233,6 +242,40 @@ def _point_stats(returns: np.ndarray, reference: Mapping[str, float]) -> dict:
     }
 
 
+def sweep_grids(
+    task: str | TaskInfo, families: Sequence[str] | str, grids: Mapping[str, Sequence[float]] | None = None,
+) -> dict[str, list[float]]:
+    """Each family's values: its ``FAMILY=LO:HI:N`` range in ``families`` (a ``parse_sweep`` spec, or
+    a sequence of its items), else its entry in ``grids``, else the task's ``default_grid``."""
+    spec = parse_sweep(families if isinstance(families, str) else ",".join(families)) if families else {}
+    values = {}
+    for name, given in spec.items():
+        if given is None:
+            given = (grids or {}).get(name, default_grid(task, name))
+        if not given:
+            raise DrorlError(f"sweep grid for {name!r} is empty")
+        values[name] = [float(v) for v in given]
+    return values
+
+
+def _grid2d_cells(values: Mapping[str, list[float]]) -> list[CombinedPerturbation]:
+    """Every pair of the two families' values, both applied together, the first family's values outermost."""
+    if len(values) != 2:
+        raise DrorlError(f"--grid2d needs exactly two perturbation families in --sweep; got {len(values)} "
+                         f"({', '.join(values) or 'none'})")
+    (rows_family, rows), (columns_family, columns) = values.items()
+    return [CombinedPerturbation((Perturbation(rows_family, a), Perturbation(columns_family, b)))
+            for a in rows for b in columns]
+
+
+def _grid2d_entry(values: Mapping[str, list[float]], cell_stats: list[dict]) -> dict:
+    """eval.json's ``grid2d``: the two families, their values and the statistics of every cell as rows
+    (first family) of columns (second family), from the cells' statistics in ``_grid2d_cells`` order."""
+    columns = len(list(values.values())[1])
+    return {"families": list(values), "values": list(values.values()),
+            "cells": [cell_stats[i:i + columns] for i in range(0, len(cell_stats), columns)]}
+
+
 def evaluate_sweeps(
     policy_fn: BatchedPolicy,
     num_policies: int,
@@ -246,39 +289,46 @@ def evaluate_sweeps(
     progress: bool = True,
     reference_source: str | None = None,
     max_steps: int | None = None,
+    grid2d: bool = False,
 ) -> dict:
     """Evaluate at nominal dynamics and along each family's grid; returns the eval.json content.
 
-    ``families``: names or a comma-separated string (empty: nominal only). ``grids`` overrides
-    ``default_grid`` per family. ``ref_min``/``ref_max`` default to the task's D4RL constants
-    (source ``"d4rl"``); given ones are labelled ``reference_source`` (default ``"given"``).
-    Nominal and every grid point run in a single batched ``run_episodes`` call.
+    ``families``: a sweep spec (``"gravity=-0.3:0.3:7,damping"``, see ``parse_sweep``) or a
+    sequence of its items (empty: nominal only); ``grids`` overrides ``default_grid`` for a bare
+    family. ``grid2d``: instead of one sweep per family, the product grid of exactly two families,
+    both perturbations applied together in every cell, under the key ``grid2d`` (``sweeps`` stays
+    empty): ``families``, ``values`` (the two grids) and ``cells[i][j]`` (first family's ``i``-th
+    value, second's ``j``-th). ``ref_min``/``ref_max`` default to the task's D4RL constants (source
+    ``"d4rl"``); given ones are labelled ``reference_source`` (default ``"given"``). Nominal and
+    every grid point run in a single batched ``run_episodes`` call.
     """
     info = get_task(task)
-    names = parse_families(families if isinstance(families, str) else ",".join(families)) if families else []
     reference = _reference(info, ref_min, ref_max, reference_source)
-    sweep_values = {name: [float(v) for v in (grids or {}).get(name, default_grid(info, name))] for name in names}
-    for name, values in sweep_values.items():
-        if not values:
-            raise DrorlError(f"sweep grid for {name!r} is empty")
-    points = [Perturbation(name, v) for name, values in sweep_values.items() for v in values]
+    sweep_values = sweep_grids(info, families, grids)
+    if grid2d:
+        points: list[AnyPerturbation] = list(_grid2d_cells(sweep_values))
+    else:
+        points = [Perturbation(name, v) for name, values in sweep_values.items() for v in values]
     returns = run_episodes(policy_fn, num_policies, info, [None, *points], episodes, seed, progress, max_steps)
-    sweeps: dict[str, list[dict]] = {}
-    first = 1  # column 0 of returns is nominal
-    for name, values in sweep_values.items():
-        sweeps[name] = [{"value": v, **_point_stats(returns[:, first + i], reference)} for i, v in enumerate(values)]
-        first += len(values)
-    return {
+    result = {
         "env": info.name,
         "episodes": episodes,
         "reference": reference,
         "nominal": _point_stats(returns[:, 0], reference),
-        "sweeps": sweeps,
-        "summary": {
-            name: robustness_summary(sweep_values[name], [point["normalized_mean"] for point in points_of])
-            for name, points_of in sweeps.items()
-        },
+        "sweeps": {},
+        "summary": {},
     }
+    if grid2d:
+        result["grid2d"] = _grid2d_entry(sweep_values, [_point_stats(returns[:, 1 + i], reference)
+                                                        for i in range(len(points))])
+        return result
+    first = 1  # column 0 of returns is nominal
+    for name, values in sweep_values.items():
+        result["sweeps"][name] = [{"value": v, **_point_stats(returns[:, first + i], reference)}
+                                  for i, v in enumerate(values)]
+        result["summary"][name] = robustness_summary(values, [p["normalized_mean"] for p in result["sweeps"][name]])
+        first += len(values)
+    return result
 
 
 def write_eval_json(path: str | os.PathLike, result: Mapping) -> None:

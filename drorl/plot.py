@@ -67,6 +67,29 @@ def plot_robustness(evals: list[tuple[str, dict]], out: Path, title: str | None 
     return _save(fig, out)
 
 
+def plot_grid2d(result: dict, out: Path) -> Path:
+    """Heat map of eval.json's two-family grid (``grid2d``): the mean return over seeds of every cell,
+    rows the first family's values (in grid order, upwards), columns the second's, each cell written in."""
+    grid = result["grid2d"]
+    (row_family, column_family), (rows, columns) = grid["families"], grid["values"]
+    means = np.array([[np.mean(cell["per_seed"]) for cell in row] for row in grid["cells"]])
+    fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(columns), 1.6 + 0.45 * len(rows)), layout="constrained")
+    image = ax.imshow(means, origin="lower", aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(columns)), [f"{v:.3g}" for v in columns])
+    ax.set_yticks(range(len(rows)), [f"{v:.3g}" for v in rows])
+    ax.set_xlabel(column_family)
+    ax.set_ylabel(row_family)
+    middle = (means.max() + means.min()) / 2
+    for (i, j), value in np.ndenumerate(means):
+        ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                color="black" if value > middle else "white")
+    fig.colorbar(image, ax=ax, label="mean return over seeds")
+    episodes, seeds = result["episodes"], len(result["nominal"]["per_seed"])
+    ax.set_title(f"{result['env']}: {row_family} x {column_family} ({episodes} episode{'s' * (episodes != 1)} "
+                 f"x {seeds} seed{'s' * (seeds != 1)})", fontsize=9)
+    return _save(fig, out)
+
+
 def plot_score_bars(groups: list[str], series: list[tuple[str, list[tuple[float, float]]]], out: Path,
                     title: str, ylabel: str = "normalised score") -> Path:
     """Grouped bars: one group per cell (e.g. dataset), one bar per series, error bars the given half-widths.

@@ -30,10 +30,26 @@ def eval_table(result: dict[str, Any], title: str | None = None) -> Table:
     return table
 
 
+def grid2d_table(result: dict[str, Any]) -> Table:
+    """Mean return (over seeds and episodes) of every cell of a two-family grid (eval.json's ``grid2d``)."""
+    grid = result["grid2d"]
+    (row_family, column_family), (rows, columns) = grid["families"], grid["values"]
+    table = Table(title=f"{result['env']}: mean return, {row_family} (rows) x {column_family} (columns)")
+    table.add_column(row_family)
+    for value in columns:
+        table.add_column(f"{value:g}", justify="right")
+    for value, cells in zip(rows, grid["cells"]):
+        table.add_row(f"{value:g}", *(f"{cell['return_mean']:.1f}" for cell in cells))
+    return table
+
+
 def print_eval_table(result: dict[str, Any], title: str | None = None, console: Console | None = None) -> None:
-    """The table, then the training health warnings of the evaluated run, if any."""
+    """The table (and the two-family grid's, if any), then the training health warnings of the
+    evaluated run, if any."""
     console = console or Console()
     console.print(eval_table(result, title))
+    if "grid2d" in result:
+        console.print(grid2d_table(result))
     for text in result.get("health_warnings", []):
         console.print(text, markup=False, style="yellow")
 

@@ -149,7 +149,8 @@ def count(n: int, singular: str, plural: str | None = None) -> str:
     return f"{n} {singular if n == 1 else plural or singular + 's'}"
 
 
-def write_run_report(run_dirs: Sequence[str | Path], out: str | Path, reference: str | None = None) -> Path:
+def write_run_report(run_dirs: Sequence[str | Path], out: str | Path = "runs/report",
+                     reference: str | None = None) -> Path:
     """Write, for the runs in ``run_dirs`` (``finished_runs``), ``out/report.md`` (aggregates with bootstrap intervals, probabilities of improvement, per-task
     scores), ``out/profiles.png`` (performance profiles of the nominal score) and ``out/aggregates.json``."""
     if not run_dirs:

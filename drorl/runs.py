@@ -1,10 +1,11 @@
-"""Glue between the CLI and the library: start or resume a training run, evaluate a run directory."""
+"""What the CLI's commands do, as functions with the same defaults: start or resume a training run, evaluate a
+run directory (or a zoo policy) under a sweep spec, train a dynamics ensemble, off-policy evaluation."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -32,12 +33,27 @@ def nominal_evaluator(task: str, episodes: int, ref: tuple[float, float, str],
     return evaluate
 
 
-def run_training(algo_name: str, dataset_id: str, *, env: str | None, steps: int, seeds: tuple[int, ...],
-                 out: Path | None, eval_every: int, eval_episodes: int, log_every: int,
-                 checkpoint_every: int, overrides: dict[str, str], progress: bool = True,
-                 loggers: tuple[str, ...] = ()) -> Path:
+def run_training(algo_name: str, dataset_id: str, *, env: str | None = None, steps: int = 100_000,
+                 seeds: Sequence[int] = (0,), out: str | Path | None = None, eval_every: int = 0,
+                 eval_episodes: int = 5, log_every: int = 1000, checkpoint_every: int = 10_000,
+                 overrides: Mapping[str, Any] | None = None, progress: bool = True,
+                 loggers: str | Sequence[str] = "jsonl") -> Path:
+    """What ``drorl train`` does, with its defaults: train the offline algorithm ``algo_name`` on a dataset
+    (a name, generated on first use, or an HDF5 path) for every seed at once, into ``out`` (default
+    runs/ALGO-DATASET; an existing run there resumes). ``overrides``: config fields as ``--set`` takes them
+    (``{"policy.lr": 3e-4}``; text is read as the command line reads it). ``loggers``: names or
+    comma-separated text, as ``--logger``. Returns the run directory."""
+    from drorl.loggers import parse_loggers
+    from drorl.sweep import as_text
+
+    if steps <= 0 or log_every <= 0 or checkpoint_every <= 0 or eval_every < 0:
+        raise DrorlError("--steps, --log-every and --checkpoint-every must be positive, --eval-every >= 0")
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise DrorlError(f"--seeds {','.join(map(str, seeds))}: expected distinct integers such as 0,1,2")
     algo = algos.get(algo_name, "offline")
-    config = config_with_overrides(algo.Config, overrides)
+    config = config_with_overrides(algo.Config, {key: as_text(value) for key, value in (overrides or {}).items()})
+    names = parse_loggers(loggers if isinstance(loggers, str) else ",".join(loggers))
     dataset, name, _ = resolve(dataset_id, progress=progress)
     task = task_of(dataset, env, name)
     if eval_every > 0 and task is None:
@@ -45,13 +61,13 @@ def run_training(algo_name: str, dataset_id: str, *, env: str | None, steps: int
     evaluator = None
     if eval_every > 0:
         evaluator = nominal_evaluator(task, eval_episodes, reference_scores(dataset.metadata, task))
-    out = out or Path("runs") / f"{algo_name}-{Path(name).stem}"
+    out = Path(out) if out else Path("runs") / f"{algo_name}-{Path(name).stem}"
     settings = RunSettings(steps=steps, seeds=seeds, updates_per_call=log_every,
                            checkpoint_every=checkpoint_every, eval_every=eval_every,
                            eval_episodes=eval_episodes, env=task)
     _, run_dir = train(algo_name, dataset, out, settings, config=config, spec=spec_for(dataset, task),
                        dataset_id=name, evaluator=evaluator, progress=progress, prepared_dir=dynamics_cache(),
-                       loggers=loggers)
+                       loggers=names)
     return run_dir
 
 
@@ -75,45 +91,82 @@ def train_dynamics(dataset_id: str, *, seed: int, overrides: dict[str, str], cac
     return report, path
 
 
-def evaluate_run(run_dir: str | Path, sweep: str, *, episodes: int, env: str | None = None, seed: int = 0,
-                 out: Path | None = None, progress: bool = True) -> dict[str, Any]:
-    from drorl.envs.perturbations import parse_families
-    from drorl.evaluate import evaluate_sweeps, write_eval_json
+ZOO_PREFIX = "zoo:"
 
-    run_dir = Path(run_dir)
+
+def default_eval_path(target: str | Path) -> Path:
+    """Where ``evaluate_run(target)`` writes eval.json by default: RUN_DIR/eval.json, or
+    runs/zoo/POLICY_ID/eval.json for ``zoo:POLICY_ID``."""
+    if str(target).startswith(ZOO_PREFIX):
+        return Path("runs") / "zoo" / str(target)[len(ZOO_PREFIX):] / "eval.json"
+    return Path(target) / "eval.json"
+
+
+def heat_map_path(eval_path: str | Path) -> Path:
+    """The heat map of a two-family grid, beside its eval.json: ``eval.json`` -> ``eval_grid2d.png``."""
+    eval_path = Path(eval_path)
+    return eval_path.with_name(f"{eval_path.stem}_grid2d.png")
+
+
+def write_evaluation(result: dict[str, Any], out: str | Path) -> dict[str, Any]:
+    """Write eval.json to ``out`` (and the two-family grid's heat map beside it); returns the result as
+    read back from JSON."""
+    from drorl.evaluate import write_eval_json
+
+    write_eval_json(out, result)
+    if "grid2d" in result:
+        from drorl.plot import plot_grid2d
+
+        plot_grid2d(result, heat_map_path(out))
+    return json.loads(json.dumps(result))
+
+
+def evaluate_run(target: str | Path, sweep: str = "", *, episodes: int = 10, env: str | None = None, seed: int = 0,
+                 out: str | Path | None = None, grid2d: bool = False, progress: bool = True) -> dict[str, Any]:
+    """What ``drorl evaluate`` does, with its defaults: evaluate a run directory written by ``run_training``
+    (or the zoo policy ``zoo:POLICY_ID``) nominally and along the sweep spec ``sweep``
+    (``"gravity=-0.3:0.3:7,damping"``: ``drorl.envs.perturbations.parse_sweep``), on the run's task (or
+    ``env``); with ``grid2d``, on the product grid of the spec's two families instead. Writes eval.json to
+    ``out`` (default ``default_eval_path(target)``), and the grid's heat map beside it (``heat_map_path``);
+    returns the eval.json content."""
+    from drorl.evaluate import evaluate_sweeps
+
+    if episodes <= 0:
+        raise DrorlError(f"--episodes {episodes}: expected a positive number")
+    out = Path(out) if out else default_eval_path(target)
+    if str(target).startswith(ZOO_PREFIX):
+        return evaluate_zoo_policy(str(target)[len(ZOO_PREFIX):], sweep, episodes=episodes, seed=seed, out=out,
+                                   grid2d=grid2d, progress=progress)
+    run_dir = Path(target)
     algo, record, states = load_states(run_dir)
     task = get_task(env or record.get("env") or "").name if (env or record.get("env")) else None
     if task is None:
         raise DrorlError(f"{run_dir}/config.json names no task; pass --env")
-    families = parse_families(sweep) if sweep else []
     ref_min, ref_max, source = reference_scores(record["dataset"].get("metadata", {}), task)
-    result = evaluate_sweeps(policy_fn(algo, states), len(record["seeds"]), task, families, episodes,
-                             seed=seed, ref_min=ref_min, ref_max=ref_max, reference_source=source, progress=progress)
+    result = evaluate_sweeps(policy_fn(algo, states), len(record["seeds"]), task, sweep, episodes, seed=seed,
+                             ref_min=ref_min, ref_max=ref_max, reference_source=source, progress=progress,
+                             grid2d=grid2d)
     result["algorithm"] = record["algorithm"]
     result["seeds"] = record["seeds"]
     result["health_warnings"] = run_warnings(run_dir)
-    write_eval_json(out or run_dir / "eval.json", result)
-    return json.loads(json.dumps(result))
+    return write_evaluation(result, out)
 
 
-def evaluate_zoo_policy(policy_id: str, sweep: str, *, episodes: int, seed: int = 0, out: Path,
-                        progress: bool = True) -> dict[str, Any]:
+def evaluate_zoo_policy(policy_id: str, sweep: str, *, episodes: int, seed: int = 0, out: str | Path,
+                        grid2d: bool = False, progress: bool = True) -> dict[str, Any]:
     """Evaluate a zoo policy the way its manifest return was measured (stochastic actions)."""
     from drorl import zoo
-    from drorl.envs.perturbations import parse_families
-    from drorl.evaluate import evaluate_sweeps, write_eval_json
+    from drorl.evaluate import evaluate_sweeps
 
     entry = zoo.get(policy_id)
     policy = zoo.load_policy(policy_id, stochastic=True, seed=seed)
-    families = parse_families(sweep) if sweep else []
     ref = reference_returns(entry.task)
-    result = evaluate_sweeps(lambda obs: policy(obs[0])[None], 1, entry.task, families, episodes, seed=seed,
+    result = evaluate_sweeps(lambda obs: policy(obs[0])[None], 1, entry.task, sweep, episodes, seed=seed,
                              ref_min=ref["ref_min_score"], ref_max=ref["ref_max_score"],
-                             reference_source=ref["ref_source"], progress=progress)
+                             reference_source=ref["ref_source"], progress=progress, grid2d=grid2d)
     result["policy"] = policy_id
     result["manifest_return"] = {"mean": entry.return_mean, "std": entry.return_std}
-    write_eval_json(out, result)
-    return json.loads(json.dumps(result))
+    return write_evaluation(result, out)
 
 
 def off_policy_evaluation(run_dir: str | Path, dataset_id: str, *, steps: int, gamma: float, seed_index: int = 0,

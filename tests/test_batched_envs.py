@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
-import drorl.evaluate
 from drorl.envs import FAMILIES, Perturbation, default_grid, get_task, make_env
 from drorl.envs.batched import BATCHED_TASKS, BatchedMujocoEnvs
 from drorl.envs.scripted import lqr_controller
 from drorl.errors import DrorlError
 from drorl.evaluate import run_episodes
+
+evaluation = importlib.import_module("drorl.evaluate")  # the module (drorl.evaluate is the command)
 
 MUJOCO_TASKS = ["hopper", "halfcheetah", "walker2d", "ant", "inverted-pendulum"]
 
@@ -108,11 +111,11 @@ def test_run_episodes_equals_the_gymnasium_path(monkeypatch, task, num_policies,
         built.append(make_env(*args, **kwargs))
         return built[-1]
 
-    monkeypatch.setattr(drorl.evaluate, "make_env", counting_make_env)
+    monkeypatch.setattr(evaluation, "make_env", counting_make_env)
     batched = run_episodes(policy, num_policies, task, perturbations, 1, seed=2, max_steps=max_steps,
                            max_envs=2 * num_policies)
     assert len(built) == 1  # one template env; the physics ran batched
-    monkeypatch.setattr(drorl.evaluate, "BATCHED_TASKS", frozenset())
+    monkeypatch.setattr(evaluation, "BATCHED_TASKS", frozenset())
     gymnasium = run_episodes(policy, num_policies, task, perturbations, 1, seed=2, max_steps=max_steps,
                              max_envs=2 * num_policies)
     assert len(built) == 1 + 2 * num_policies
@@ -123,7 +126,7 @@ def test_every_finished_episode_advances_the_progress_once():
     advanced = []
     envs = batched_copy("hopper", [None] * 4)
     starts = [(None, 1), (Perturbation("gravity", 0.2), 2), (None, 3)]  # slot 3 of the width 4 stays idle
-    returns = drorl.evaluate._run_batched_chunk(
+    returns = evaluation._run_batched_chunk(
         lambda obs: np.ones(obs.shape[:2] + (3,), np.float32), envs, 1, get_task("hopper"), starts, 300, advanced.append)
     assert returns.shape == (1, 3) and sum(advanced) == 3
 

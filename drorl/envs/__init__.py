@@ -12,10 +12,13 @@ import numpy as np
 
 from drorl.envs.perturbations import (
     FAMILIES,
+    AnyPerturbation,
+    CombinedPerturbation,
     Perturbation,
     PerturbedEnv,
     default_grid,
     parse_families,
+    parse_sweep,
 )
 from drorl.envs.tasks import TASKS, TaskInfo, get_task
 
@@ -44,7 +47,7 @@ def _mujoco_warnings_as_python_warnings() -> Iterator[None]:
         mujoco.set_mju_user_warning(previous)
 
 
-def make_env(task: str | TaskInfo, perturbation: Perturbation | None = None) -> gymnasium.Wrapper:
+def make_env(task: str | TaskInfo, perturbation: AnyPerturbation | None = None) -> gymnasium.Wrapper:
     """Build the task's Gymnasium env (with its time limit) wrapped in a ``PerturbedEnv`` (MuJoCo
     tasks) or a ``CartPolePerturbedEnv``; a safety task's ``SafetyEnv`` takes a ``Disturbance``."""
     info = get_task(task)
@@ -75,6 +78,6 @@ def action_bounds(task: str | TaskInfo) -> tuple[np.ndarray, np.ndarray]:
 
 
 __all__ = [
-    "FAMILIES", "TASKS", "Perturbation", "PerturbedEnv", "TaskInfo", "action_bounds",
-    "default_grid", "get_task", "make_env", "parse_families",
+    "FAMILIES", "TASKS", "AnyPerturbation", "CombinedPerturbation", "Perturbation", "PerturbedEnv", "TaskInfo",
+    "action_bounds", "default_grid", "get_task", "make_env", "parse_families", "parse_sweep",
 ]

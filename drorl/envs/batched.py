@@ -29,12 +29,14 @@ from gymnasium.utils import seeding
 from mujoco import batch as mujoco_batch
 
 from drorl.envs.perturbations import (
-    Perturbation,
+    AnyPerturbation,
     PerturbedEnv,
     action_noise_generator,
+    action_noise_variance,
     apply_perturbation,
     check_perturbation,
     noisy_action,
+    without_action_noise,
 )
 from drorl.errors import DrorlError
 
@@ -165,11 +167,6 @@ def reset_states(
     return qpos, init_qvel + rng.uniform(low=-scale, high=scale, size=len(init_qvel))
 
 
-def _adds_action_noise(perturbation: Perturbation | None) -> bool:
-    """Whether ``perturbation`` perturbs the actions (an ``action_noise`` variance above 0)."""
-    return perturbation is not None and perturbation.family == "action_noise" and perturbation.value > 0
-
-
 class BatchedMujocoEnvs:
     """``num_envs`` copies of a MuJoCo ``PerturbedEnv`` (its task, model and time limit), stepped together.
 
@@ -197,8 +194,8 @@ class BatchedMujocoEnvs:
         self._scratch = mujoco.MjData(self._template) if persistent else None
         self._qpos, self._qvel, self._ctrl = (self._batch.bind(name) for name in ("qpos", "qvel", "ctrl"))
         self._xpos = self._batch.bind("xpos") if self.rules.forward == "torso" else None
-        self._models: dict[Perturbation | None, mujoco.MjModel] = {}
-        self._perturbations: list[Perturbation | None] = [None] * num_envs
+        self._models: dict[AnyPerturbation | None, mujoco.MjModel] = {}
+        self._perturbations: list[AnyPerturbation | None] = [None] * num_envs
         self._noisy = np.zeros(num_envs, dtype=bool)  # slots whose actions get action noise
         self._noise: list[np.random.Generator | None] = [None] * num_envs
         self._elapsed = np.zeros(num_envs, dtype=np.int64)
@@ -214,14 +211,14 @@ class BatchedMujocoEnvs:
         """Threads the physics runs on, the caller's included."""
         return self._batch.nthread
 
-    def set_perturbations(self, perturbations: Sequence[Perturbation | None]) -> None:
+    def set_perturbations(self, perturbations: Sequence[AnyPerturbation | None]) -> None:
         """Give slot ``i`` the dynamics of ``perturbations[i]`` (``None``: nominal) from its next reset on."""
         if len(perturbations) != self.num_envs:
             raise DrorlError(f"need one perturbation per env slot; got {len(perturbations)} for {self.num_envs} slots")
         for perturbation in perturbations:
             check_perturbation(self.task, perturbation)
         self._perturbations = list(perturbations)
-        self._noisy = np.array([_adds_action_noise(p) for p in perturbations])
+        self._noisy = np.array([action_noise_variance(p) > 0 for p in perturbations])
         self._batch.set_models([self._model_for(p) for p in perturbations])
 
     def reset(self, ids: Sequence[int] | np.ndarray, seeds: Sequence[int]) -> np.ndarray:
@@ -269,9 +266,9 @@ class BatchedMujocoEnvs:
         truncated = self._elapsed[ids] >= self.task.max_episode_steps
         return observations(self.rules, qpos, qvel, contact_forces), rewards, terminated, truncated
 
-    def _model_for(self, perturbation: Perturbation | None) -> mujoco.MjModel:
+    def _model_for(self, perturbation: AnyPerturbation | None) -> mujoco.MjModel:
         """A copy of the task model with ``perturbation`` written in, shared by every slot that has it."""
-        key = None if perturbation is not None and perturbation.family == "action_noise" else perturbation
+        key = without_action_noise(perturbation)
         if key not in self._models:
             model = copy.copy(self._template)
             apply_perturbation(model, self._nominal, self.task, key)

@@ -7,6 +7,9 @@ built, and on every ``reset()`` writes the nominal values back before applying t
 perturbation: Gymnasium's ``reset()`` does not reload the MuJoCo model, so without this a changed
 gravity would leak into later episodes.
 
+A ``CombinedPerturbation`` applies perturbations of several families at once (a cell of a
+two-family grid); each family writes its own model fields, so they compose in any order.
+
 Families and what their value means (``p`` a relative change, ``x`` an absolute value):
 
 =============== =================================================================================
@@ -90,6 +93,53 @@ class Perturbation:
 
 
 @dataclass(frozen=True)
+class CombinedPerturbation:
+    """Perturbations of distinct families applied together. Every family writes model fields of its
+    own (action noise none), each computed from the nominal model, so the order of ``parts`` does
+    not change the dynamics."""
+
+    parts: tuple[Perturbation, ...]
+
+    def __post_init__(self) -> None:
+        families = [part.family for part in self.parts]
+        if len(families) < 2 or len(set(families)) != len(families):
+            raise DrorlError(f"a combined perturbation needs two or more distinct families; got "
+                             f"{', '.join(families) or 'none'}")
+
+    @property
+    def label(self) -> str:
+        """Short text such as ``gravity=0.1,damping=0.5``."""
+        return ",".join(part.label for part in self.parts)
+
+
+AnyPerturbation = Perturbation | CombinedPerturbation
+
+
+def components(perturbation: AnyPerturbation | None) -> tuple[Perturbation, ...]:
+    """The single-family perturbations ``perturbation`` applies (none for nominal dynamics)."""
+    if perturbation is None:
+        return ()
+    return perturbation.parts if isinstance(perturbation, CombinedPerturbation) else (perturbation,)
+
+
+def combine(parts: list[Perturbation]) -> AnyPerturbation | None:
+    """``parts`` as one perturbation: ``None`` when empty, the part itself when alone."""
+    if len(parts) < 2:
+        return parts[0] if parts else None
+    return CombinedPerturbation(tuple(parts))
+
+
+def action_noise_variance(perturbation: AnyPerturbation | None) -> float:
+    """The variance of the action noise ``perturbation`` adds (0: it adds none)."""
+    return next((part.value for part in components(perturbation) if part.family == "action_noise"), 0.0)
+
+
+def without_action_noise(perturbation: AnyPerturbation | None) -> AnyPerturbation | None:
+    """The part of ``perturbation`` that changes the model: everything but its action noise."""
+    return combine([part for part in components(perturbation) if part.family != "action_noise"])
+
+
+@dataclass(frozen=True)
 class JointTargets:
     """Which joints the joint families act on for one task (joint ids, not DOF ids).
 
@@ -153,6 +203,52 @@ def default_grid(task: str | TaskInfo, family: str) -> list[float]:
     return [float(v) + 0.0 for v in np.round(start + step * np.arange(count), 6)]  # + 0.0 turns -0.0 into 0.0
 
 
+def _range_values(item: str, family: str, bounds: str, option: str) -> tuple[float, ...]:
+    """The values of ``family=LO:HI:N``: N evenly spaced from LO to HI, both included, each a valid value."""
+    parts = bounds.split(":")
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        low, high, count = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise DrorlError(f"{option} {item}: expected FAMILY=LO:HI:N with numbers LO and HI and a whole "
+                         f"number N") from None
+    if count < 1 or (count == 1 and low != high):
+        raise DrorlError(f"{option} {item}: N must be at least 1 (exactly 1 only when LO equals HI)")
+    values = tuple(float(v) + 0.0 for v in np.round(np.linspace(low, high, count), 12))  # + 0.0: no -0.0
+    try:
+        for value in values:
+            Perturbation(family, value)
+    except DrorlError as exc:
+        raise DrorlError(f"{option} {item}: {exc}") from None
+    return values
+
+
+def parse_sweep(text: str, option: str = "--sweep") -> dict[str, tuple[float, ...] | None]:
+    """Parse a sweep spec such as ``"gravity=-0.3:0.3:7,damping"``: each family with its values.
+
+    ``FAMILY=LO:HI:N`` sweeps N evenly spaced values from LO to HI, both included (LO > HI: a
+    decreasing grid); a bare ``FAMILY`` maps to ``None``, the task's ``default_grid``. Values mean
+    what they mean in the family (the module docstring's table). ``option`` names the spec in errors.
+    """
+    spec: dict[str, tuple[float, ...] | None] = {}
+    for item in (item.strip() for item in str(text).split(",")):
+        if not item:
+            continue
+        family, _, bounds = (part.strip() for part in item.partition("="))
+        if family not in FAMILIES:
+            raise DrorlError(f"{option} {item}: unknown perturbation family {family!r}; expected one of "
+                             f"{', '.join(FAMILIES)}")
+        values = _range_values(item, family, bounds, option) if "=" in item else None
+        if family in spec and spec[family] != values:
+            raise DrorlError(f"{option} {text}: {family} is given twice with different grids")
+        spec[family] = values
+    if not spec:
+        raise DrorlError(f"{option} {text}: no perturbation family given; expected FAMILY or FAMILY=LO:HI:N, "
+                         f"comma-separated, with FAMILY one of {', '.join(FAMILIES)}")
+    return spec
+
+
 def parse_families(text: str) -> list[str]:
     """Parse a comma-separated list of family names (``"gravity,damping"``), dropping repeats."""
     names = [name.strip() for name in str(text).split(",") if name.strip()]
@@ -176,29 +272,34 @@ def nominal_fields(model: Any) -> Mapping[str, np.ndarray]:
     return MappingProxyType(nominal)
 
 
-def check_perturbation(task: str | TaskInfo, perturbation: Perturbation | None) -> None:
+def check_perturbation(task: str | TaskInfo, perturbation: AnyPerturbation | None) -> None:
     """Raise a ``DrorlError`` if ``perturbation`` cannot apply to ``task`` (a negative absolute stiffness)."""
     info = get_task(task)
-    if (
-        perturbation is not None and perturbation.family == "stiffness"
-        and not JOINT_TARGETS[info.name].stiffness_is_scale and perturbation.value < 0
-    ):
-        raise DrorlError(f"perturbation {perturbation.label}: {info.name} stiffness is absolute, must be >= 0")
+    for part in components(perturbation):
+        if part.family == "stiffness" and not JOINT_TARGETS[info.name].stiffness_is_scale and part.value < 0:
+            raise DrorlError(f"perturbation {part.label}: {info.name} stiffness is absolute, must be >= 0")
 
 
 def apply_perturbation(
-    model: Any, nominal: Mapping[str, np.ndarray], task: str | TaskInfo, perturbation: Perturbation | None,
+    model: Any, nominal: Mapping[str, np.ndarray], task: str | TaskInfo, perturbation: AnyPerturbation | None,
 ) -> None:
-    """Write the ``nominal`` fields, then ``perturbation`` (``None``: nominal), into the MuJoCo ``model``.
+    """Write the ``nominal`` fields, then every part of ``perturbation`` (``None``: nominal), into the
+    MuJoCo ``model``.
 
     ``nominal`` holds the task model's ``MODEL_FIELDS`` as ``nominal_fields`` returns them. Action
     noise changes no model field (see ``noisy_action``).
     """
     for field, value in nominal.items():
         np.copyto(model_field(model, field), value)
-    if perturbation is None:
-        return
-    targets, v = JOINT_TARGETS[get_task(task).name], perturbation.value
+    targets = JOINT_TARGETS[get_task(task).name]
+    for part in components(perturbation):
+        _write_family(model, nominal, targets, part)
+
+
+def _write_family(model: Any, nominal: Mapping[str, np.ndarray], targets: JointTargets,
+                  perturbation: Perturbation) -> None:
+    """Write one family's perturbation into ``model``, from the ``nominal`` fields."""
+    v = perturbation.value
     joint_dofs = model.jnt_dofadr[list(targets.joints)]
     if perturbation.family == "gravity":
         model.opt.gravity[2] = nominal["opt.gravity"][2] * (1.0 + v)
@@ -227,15 +328,18 @@ def action_noise_generator(reset_seed: int) -> np.random.Generator:
 
 
 def noisy_action(
-    action: np.ndarray, perturbation: Perturbation | None, rng: np.random.Generator, low: np.ndarray, high: np.ndarray,
+    action: np.ndarray, perturbation: AnyPerturbation | None, rng: np.random.Generator, low: np.ndarray,
+    high: np.ndarray,
 ) -> np.ndarray:
     """``action`` with the ``action_noise`` perturbation's Gaussian noise, clipped to ``[low, high]`` (float32).
 
-    Any other perturbation (or none, or zero variance) returns ``action`` unchanged and draws nothing.
+    A perturbation without an action-noise part (or none, or zero variance) returns ``action``
+    unchanged and draws nothing.
     """
-    if perturbation is None or perturbation.family != "action_noise" or perturbation.value <= 0:
+    variance = action_noise_variance(perturbation)
+    if variance <= 0:
         return action
-    noisy = np.asarray(action) + rng.normal(0.0, math.sqrt(perturbation.value), np.shape(action))
+    noisy = np.asarray(action) + rng.normal(0.0, math.sqrt(variance), np.shape(action))
     return np.clip(noisy, low, high).astype(np.float32)
 
 
@@ -248,11 +352,11 @@ class PerturbedEnv(gymnasium.Wrapper):
     the same before closing. Action noise draws from a generator seeded by ``reset(seed=...)``.
     """
 
-    def __init__(self, env: gymnasium.Env, task: str | TaskInfo, perturbation: Perturbation | None = None):
+    def __init__(self, env: gymnasium.Env, task: str | TaskInfo, perturbation: AnyPerturbation | None = None):
         super().__init__(env)
         self.task = get_task(task)
         self._nominal = nominal_fields(env.unwrapped.model)
-        self._perturbation: Perturbation | None = None
+        self._perturbation: AnyPerturbation | None = None
         self._noise_rng = np.random.default_rng()
         self.set_perturbation(perturbation)
 
@@ -262,11 +366,11 @@ class PerturbedEnv(gymnasium.Wrapper):
         return self._nominal
 
     @property
-    def perturbation(self) -> Perturbation | None:
+    def perturbation(self) -> AnyPerturbation | None:
         """The perturbation applied at every reset (``None``: nominal dynamics)."""
         return self._perturbation
 
-    def set_perturbation(self, perturbation: Perturbation | None) -> None:
+    def set_perturbation(self, perturbation: AnyPerturbation | None) -> None:
         """Select ``perturbation`` (``None`` for nominal) and write it into the model now."""
         check_perturbation(self.task, perturbation)
         self._perturbation = perturbation
