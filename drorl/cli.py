@@ -280,10 +280,11 @@ def evaluate_cmd(
     run_dir: str = typer.Argument(..., help="A run directory written by drorl train, or zoo:POLICY_ID."),
     sweep: str = typer.Option("", help="Perturbation sweeps, comma-separated: FAMILY (its built-in grid) or "
                                        "FAMILY=LO:HI:N (N evenly spaced values from LO to HI, both included; LO > "
-                                       "HI decreases), e.g. gravity=-0.3:0.3:7,damping. Families: gravity, "
-                                       "damping, mass, friction (relative change p: the quantity times 1 + p); "
-                                       "actuator_range (control limit +-x), frictionloss, stiffness (absolute; "
-                                       "halfcheetah's stiffness relative), action_noise (a variance)."),
+                                       "HI decreases), e.g. gravity=-0.3:0.3:7,damping. Values: gravity, damping, "
+                                       "mass, friction: a relative change p (the quantity times 1 + p); "
+                                       "actuator_range: the control limit x (actions in -x..x; cartpole: the push "
+                                       "force); frictionloss, stiffness: absolute (halfcheetah's stiffness: "
+                                       "relative); action_noise: a variance."),
     grid2d: bool = typer.Option(False, "--grid2d", help="Evaluate the product grid of exactly two --sweep families "
                                                         "(both perturbations together in every cell) instead of one "
                                                         "sweep each; writes a heat map beside eval.json."),
