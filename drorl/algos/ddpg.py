@@ -28,9 +28,12 @@ ActionMap = Callable[[Any, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """DDPG hyper-parameters. Attributes:
+    """DDPG hyper-parameters.
+
+    Attributes:
         hidden_dims: widths of the actor's and the critic's hidden layers.
-        actor_lr, critic_lr: Adam learning rates.
+        actor_lr: Adam learning rate of the actor.
+        critic_lr: Adam learning rate of the critic.
         gamma: discount.
         tau: Polyak rate of the target networks.
         batch_size: transitions per update.

@@ -31,7 +31,8 @@ class Config:
         gamma: discount.
         tau: Polyak rate of the target network (1.0 with a period would be the hard update).
         batch_size: transitions per update.
-        epsilon_start, epsilon_end: exploration rate at the first update and after the decay.
+        epsilon_start: exploration rate at the first update.
+        epsilon_end: exploration rate after the decay.
         epsilon_decay_updates: updates over which epsilon decays linearly.
         max_grad_norm: gradient clipping (global norm).
     """

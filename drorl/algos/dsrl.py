@@ -39,7 +39,9 @@ TASKS = ("safe-unicycle", "safe-double-integrator", "safe-quadcopter")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Attributes:
+    """DSRL hyper-parameters: the DDPG agent, the safety layer and its adversary.
+
+    Attributes:
         ddpg: the DDPG agent the layer sits in (networks, learning rates, exploration).
         layer: ``robust`` (guard against the worst case in the W1 ball: DSRL), ``nominal`` (guard
             against the nominal sample mean) or ``none`` (no layer: DDPG).

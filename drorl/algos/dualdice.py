@@ -42,7 +42,8 @@ class Config:
 
     Attributes:
         hidden_dims: widths of nu's and zeta's hidden layers.
-        nu_lr, zeta_lr: Adam learning rates.
+        nu_lr: Adam learning rate of nu.
+        zeta_lr: Adam learning rate of zeta.
         gamma: discount.
         p: exponent of f(x) = |x|^p / p (> 1).
         batch_size: transitions per update.

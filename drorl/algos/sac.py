@@ -33,7 +33,9 @@ class Config:
 
     Attributes:
         hidden_dims: widths of the actor's and each critic's hidden layers.
-        actor_lr, critic_lr, temperature_lr: Adam learning rates.
+        actor_lr: Adam learning rate of the actor.
+        critic_lr: Adam learning rate of the critics.
+        temperature_lr: Adam learning rate of the temperature (its logarithm).
         gamma: discount.
         tau: Polyak rate of the target critics.
         batch_size: transitions per update.

@@ -51,28 +51,48 @@ _VERSION = 1
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Dynamics-ensemble hyper-parameters (defaults: spec/model-based.md and the MBPO/MOPO code)."""
+    """Dynamics-ensemble hyper-parameters (defaults: spec/model-based.md and the MBPO/MOPO code).
 
-    num_members: int = 7  # E, Gaussian networks trained together
-    num_elites: int = 5  # members kept for sampling, by held-out loss
+    Attributes:
+        num_members: E, Gaussian networks trained together.
+        num_elites: members kept for sampling, by held-out loss.
+        hidden_dims: widths of each member's hidden layers.
+        activation: hidden-layer activation ("swish" or one of ``drorl.nn.mlp.ACTIVATIONS``).
+        weight_decays: L2 coefficient of each layer's kernel (hidden layers then the output layer),
+            growing with depth; the loss adds coefficient * ||W||^2 / 2 per layer, as MBPO's
+            ``tf.nn.l2_loss`` does.
+        logvar_bound_weight: weight of (sum max_logvar - sum min_logvar) in the loss: keeps the learned
+            bounds from drifting apart.
+        init_max_logvar: initial soft upper bound of the log-variance (standardised units).
+        init_min_logvar: initial soft lower bound.
+        lr: Adam learning rate.
+        batch_size: rows per member and step; at most the training split's size.
+        bootstrap: each member trains on its own bootstrap resample (else on every row).
+        holdout_ratio: fraction held out for early stopping and elite selection ...
+        max_holdout: ... capped at this many transitions.
+        patience: stop after this many epochs in which no member improved.
+        improvement_threshold: an improvement is a held-out loss that fell by more than this fraction.
+        max_epochs: a cap in case the held-out loss keeps creeping down.
+        selection_metric: held-out loss of early stopping and elite choice ("mse" or "nll").
+    """
+
+    num_members: int = 7
+    num_elites: int = 5
     hidden_dims: tuple[int, ...] = (200, 200, 200, 200)
     activation: str = "swish"
-    # L2 coefficient of each layer's kernel (hidden layers then the output layer), growing with depth;
-    # the loss adds coefficient * ||W||^2 / 2 per layer, as MBPO's ``tf.nn.l2_loss`` does
     weight_decays: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
-    # weight of (sum max_logvar - sum min_logvar) in the loss: keeps the learned bounds from drifting apart
     logvar_bound_weight: float = 0.01
-    init_max_logvar: float = 0.5  # initial soft upper bound of the log-variance (standardised units)
-    init_min_logvar: float = -10.0  # initial soft lower bound
-    lr: float = 1e-3  # Adam
-    batch_size: int = 256  # per member; at most the training split's size
-    bootstrap: bool = True  # each member trains on its own bootstrap resample (else on every row)
-    holdout_ratio: float = 0.2  # fraction held out for early stopping and elite selection ...
-    max_holdout: int = 1000  # ... capped at this many transitions
-    patience: int = 5  # stop after this many epochs in which no member improved
-    improvement_threshold: float = 0.01  # improvement = held-out loss fell by more than this fraction
-    max_epochs: int = 1000  # a cap in case the held-out loss keeps creeping down
-    selection_metric: Literal["mse", "nll"] = "mse"  # held-out loss of early stopping and elite choice
+    init_max_logvar: float = 0.5
+    init_min_logvar: float = -10.0
+    lr: float = 1e-3
+    batch_size: int = 256
+    bootstrap: bool = True
+    holdout_ratio: float = 0.2
+    max_holdout: int = 1000
+    patience: int = 5
+    improvement_threshold: float = 0.01
+    max_epochs: int = 1000
+    selection_metric: Literal["mse", "nll"] = "mse"
 
 
 @flax.struct.dataclass
