@@ -171,3 +171,36 @@ def test_learning_curves_leave_warning_records_out(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert plot_runs([tmp_path / "run"], tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_nan_stops_an_online_run_at_its_chunk_and_it_resumes_from_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from drorl.algos import sac
+    from drorl.online import OnlineSettings, train_online
+
+    settings = OnlineSettings(env_steps=300, start_steps=100, update_every=50, buffer_size=1000, eval_every=0,
+                              checkpoint_every=100)
+    config = sac.Config(hidden_dims=(8, 8), batch_size=16)
+    run = tmp_path / "run"
+    update = sac.update
+
+    def bad_update(state, batch, key):  # NaN from the 151st update on: updates start at env step 100, 50 per
+        # chunk, so the 151st is in the chunk at env steps 201-250
+        new, metrics = update(state, batch, key)
+        return new, {**metrics, "critic_loss": jnp.where(new.step >= 151, jnp.nan, metrics["critic_loss"])}
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sac, "update", bad_update)
+        with pytest.raises(DrorlError) as info:
+            train_online("sac", "inverted-pendulum", run, settings, config=config, progress=False)
+    kept = run / "checkpoints" / "step_000000200.msgpack"
+    assert str(info.value) == ("training diverged: metric 'critic_loss' is nan in steps 201-250; stopped before "
+                               f"checkpointing; the last good checkpoint is {kept}")
+    assert checkpoint.latest(run / "checkpoints") == kept
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [50, 100, 150, 200]
+
+    state, _ = train_online("sac", "inverted-pendulum", run, settings, config=config, progress=False)
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [50, 100, 150, 200, 250, 300]
+    assert all(np.isfinite(r["critic_loss"]) for r in logged if "critic_loss" in r)
+    assert int(state.step) == 250  # 50 updates at each of env steps 100, 150, ..., 300: none lost or repeated

@@ -120,7 +120,7 @@ def test_batches_mix_real_and_model_rows_with_real_ratio_f():
     written = 0
     step = jax.jit(lambda buf, key: model_based.model_step(
         config, batch_size, hopper_model(), buf, "hopper", agent,
-        model_based.sample(config, batch_size, data, jax.random.fold_in(key, 1)), key))
+        model_based.real_and_starts(config, batch_size, data, jax.random.fold_in(key, 1)), key))
     for i in range(3):
         before = int(buffer.size)
         buffer, mixed, metrics = step(buffer, jax.random.PRNGKey(i))
@@ -301,7 +301,7 @@ def test_mopo_penalises_model_rewards_only():
     data = {"observations": start_states(n), "actions": jnp.zeros((n, ACT_DIM)), "rewards": jnp.full(n, 7.0),
             "next_observations": start_states(n), "terminals": jnp.zeros(n), "initial_observations": start_states(2),
             "initial_actions": jnp.zeros((2, ACT_DIM))}
-    batch = model_based.sample(config, 16, data, jax.random.PRNGKey(1))
+    batch = model_based.real_and_starts(config, 16, data, jax.random.PRNGKey(1))
     buffer = model_based.empty_buffer(config, spec, ("penalty",))
     _, mixed, _ = model_based.model_step(config, 16, hopper_model(), buffer, "hopper", agent, batch,
                                          jax.random.PRNGKey(2), mopo.max_std_penalty)

@@ -22,18 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any, Callable, Literal
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 
 from drorl.algos import model_based, sac
 from drorl.algos.base import Spec
-from drorl.data.buffer import RingBuffer
-from drorl.data.dataset import Dataset
-from drorl.nn import dynamics
 from drorl.nn.policies import tanh_gaussian_sample_and_log_prob
 from drorl.nn.train_state import gradient_step
 
@@ -61,28 +56,13 @@ class Config:
     deterministic_backup: bool = True
 
 
-@flax.struct.dataclass
-class State:
-    agent: sac.State
-    dynamics: dynamics.Model
-    model_buffer: RingBuffer
-    config: Config = flax.struct.field(pytree_node=False)
-    task: str | None = flax.struct.field(pytree_node=False)
-
-
-def prepare(config: Config, dataset: Dataset, spec: Spec, directory: Path, progress: bool = True) -> Spec:
-    return model_based.prepare_dynamics(config.model, dataset, spec, directory, progress)
+State = model_based.State
+prepare = model_based.prepare
+sample = model_based.sample
 
 
 def init(config: Config, spec: Spec, key: jax.Array) -> State:
-    k_agent, k_model = jax.random.split(key)
-    return State(agent=sac.init(config.sac, spec, k_agent),
-                 dynamics=model_based.dynamics_of(config.model, spec, k_model),
-                 model_buffer=model_based.empty_buffer(config.model, spec), config=config, task=spec.task)
-
-
-def sample(data: dict[str, jax.Array], state: State, key: jax.Array) -> dict:
-    return model_based.sample(state.config.model, state.config.sac.batch_size, data, key)
+    return model_based.init_state(config, spec, key)
 
 
 def conservative_gap(q_push_down: jnp.ndarray, push_down_weights: jnp.ndarray, q_data: jnp.ndarray,

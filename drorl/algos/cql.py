@@ -11,16 +11,13 @@ stays near the data's support. alpha = 1 is the paper's default for its discrete
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 
 from drorl.algos import fqi
-from drorl.algos.base import Scaler, Spec
+from drorl.algos.base import Spec
 from drorl.data.sampling import uniform_batch
-from drorl.nn.train_state import TrainState
 
 
 # metrics the health monitor (drorl.health) watches for drift, and what drifting means
@@ -40,20 +37,11 @@ class Config:
     alpha: float = 1.0
 
 
-@flax.struct.dataclass
-class State:
-    q: TrainState
-    target_params: Any
-    scaler: Scaler
-    step: jnp.ndarray
-    config: Config = flax.struct.field(pytree_node=False)
-    num_actions: int = flax.struct.field(pytree_node=False)
+State = fqi.State
 
 
 def init(config: Config, spec: Spec, key: jax.Array) -> State:
-    q, target_params = fqi.init_q(config.q, spec, key, "cql")
-    return State(q=q, target_params=target_params, scaler=Scaler.from_spec(spec), step=jnp.zeros((), jnp.int32),
-                 config=config, num_actions=spec.num_actions)
+    return fqi.init_state(config.q, spec, key, config, "cql")
 
 
 def conservative_penalty(q: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:

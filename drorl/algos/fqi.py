@@ -50,16 +50,19 @@ class Config:
 
 @flax.struct.dataclass
 class State:
+    """A Q-network, its target copy and the iteration counter (FQI's state, and CQL's: ``config`` is the
+    algorithm's Config)."""
+
     q: TrainState
     target_params: Any
     scaler: Scaler
     step: jnp.ndarray
-    config: Config = flax.struct.field(pytree_node=False)
+    config: Any = flax.struct.field(pytree_node=False)
     num_actions: int = flax.struct.field(pytree_node=False)
 
 
 def init_q(config: Config, spec: Spec, key: jax.Array, algorithm: str = "fqi") -> tuple[TrainState, Any]:
-    """The Q-network's train state and its target copy (also CQL's)."""
+    """The Q-network's train state and its target copy."""
     if spec.num_actions is None:
         raise DrorlError(f"{algorithm}: needs a discrete task (Spec.num_actions); this spec has continuous actions")
     params = MLP(config.hidden_dims, spec.num_actions).init(key, jnp.zeros((1, spec.obs_dim), jnp.float32))
@@ -67,10 +70,15 @@ def init_q(config: Config, spec: Spec, key: jax.Array, algorithm: str = "fqi") -
     return TrainState.create(params, optimizer), jax.tree.map(jnp.copy, params)
 
 
-def init(config: Config, spec: Spec, key: jax.Array) -> State:
-    q, target_params = init_q(config, spec, key)
+def init_state(q_config: Config, spec: Spec, key: jax.Array, config: Any, algorithm: str) -> State:
+    """A fresh State whose Q-network follows ``q_config`` and which carries ``config`` (FQI's or CQL's)."""
+    q, target_params = init_q(q_config, spec, key, algorithm)
     return State(q=q, target_params=target_params, scaler=Scaler.from_spec(spec), step=jnp.zeros((), jnp.int32),
                  config=config, num_actions=spec.num_actions)
+
+
+def init(config: Config, spec: Spec, key: jax.Array) -> State:
+    return init_state(config, spec, key, config, "fqi")
 
 
 def fitted_q_target(rewards: jnp.ndarray, terminals: jnp.ndarray, gamma: float, next_q: jnp.ndarray) -> jnp.ndarray:

@@ -9,7 +9,7 @@
 - ``rollout``: h model steps from dataset states with the current policy's actions, each row from a
   random elite, ended by the task's termination rule in JAX; inside the compiled update.
 - the model buffer: a ``RingBuffer`` in the state holding the rollouts of the last ``retain`` refreshes.
-- ``sample`` and ``model_step``: each update mixes ``f B`` real rows with ``(1 - f) B`` model rows.
+- ``real_and_starts`` and ``model_step``: each update mixes ``f B`` real rows with ``(1 - f) B`` model rows.
 
 A refresh of ``rollout_batch_size`` start states every ``rollout_every`` updates (the public code's
 schedule) is spread evenly over those updates: each update rolls out ``rollout_batch_size /
@@ -26,6 +26,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -62,6 +63,37 @@ class ModelConfig:
     rollout_every: int = 1000
     retain: int = 5
     real_ratio: float = 0.5
+
+
+@flax.struct.dataclass
+class State:
+    """A SAC agent trained on real and model data, with its (fixed) ensemble and model buffer: the state of
+    COMBO and MOPO, nested in DROMO's and MOPO-auto's. ``config`` is the algorithm's Config, which has
+    ``model`` (ModelConfig) and ``sac`` fields."""
+
+    agent: sac.State
+    dynamics: dynamics.Model
+    model_buffer: ring.RingBuffer
+    config: Any = flax.struct.field(pytree_node=False)
+    task: str | None = flax.struct.field(pytree_node=False)
+
+
+def init_state(config: Any, spec: Spec, key: jax.Array, buffer_columns: tuple[str, ...] = ()) -> State:
+    """A fresh agent, the prepared ensemble and an empty model buffer (with ``buffer_columns`` beyond the
+    transition's, e.g. MOPO's ``penalty``) for an algorithm config with ``model`` and ``sac`` fields."""
+    k_agent, k_model = jax.random.split(key)
+    return State(agent=sac.init(config.sac, spec, k_agent), dynamics=dynamics_of(config.model, spec, k_model),
+                 model_buffer=empty_buffer(config.model, spec, buffer_columns), config=config, task=spec.task)
+
+
+def prepare(config: Any, dataset: Dataset, spec: Spec, directory: Path, progress: bool = True) -> Spec:
+    """The algorithms' ``prepare`` hook: the cached ensemble of ``config.model`` (prepare_dynamics)."""
+    return prepare_dynamics(config.model, dataset, spec, directory, progress)
+
+
+def sample(data: dict[str, jax.Array], state: State, key: jax.Array) -> dict:
+    """The algorithms' ``sample`` hook: real rows and rollout starts for ``state.config`` (real_and_starts)."""
+    return real_and_starts(state.config.model, state.config.sac.batch_size, data, key)
 
 
 def prepare_dynamics(config: ModelConfig, dataset: Dataset, spec: Spec, directory: Path, progress: bool,
@@ -117,7 +149,7 @@ def rollout(model: dynamics.Model, task: str | None, policy: Callable[[jnp.ndarr
     return jax.tree_util.tree_map(flat, rows), flat(valid)
 
 
-def sample(config: ModelConfig, batch_size: int, data: dict[str, jax.Array], key: jax.Array) -> dict:
+def real_and_starts(config: ModelConfig, batch_size: int, data: dict[str, jax.Array], key: jax.Array) -> dict:
     """The real part of a batch (``round(f B)`` uniform rows) and the update's rollout start states."""
     k_real, k_starts = jax.random.split(key)
     starts = jax.random.randint(k_starts, (starts_per_update(config),), 0, data["observations"].shape[0])

@@ -17,17 +17,13 @@ lambda = 1.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Callable
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 
 from drorl.algos import model_based, sac
 from drorl.algos.base import Spec
-from drorl.data.buffer import RingBuffer
-from drorl.data.dataset import Dataset
 from drorl.nn import dynamics
 
 
@@ -46,29 +42,13 @@ class Config:
     penalty_weight: float = 1.0
 
 
-@flax.struct.dataclass
-class State:
-    agent: sac.State
-    dynamics: dynamics.Model
-    model_buffer: RingBuffer
-    config: Config = flax.struct.field(pytree_node=False)
-    task: str | None = flax.struct.field(pytree_node=False)
-
-
-def prepare(config: Config, dataset: Dataset, spec: Spec, directory: Path, progress: bool = True) -> Spec:
-    return model_based.prepare_dynamics(config.model, dataset, spec, directory, progress)
+State = model_based.State
+prepare = model_based.prepare
+sample = model_based.sample
 
 
 def init(config: Config, spec: Spec, key: jax.Array) -> State:
-    k_agent, k_model = jax.random.split(key)
-    return State(agent=sac.init(config.sac, spec, k_agent),
-                 dynamics=model_based.dynamics_of(config.model, spec, k_model),
-                 model_buffer=model_based.empty_buffer(config.model, spec, extra=("penalty",)), config=config,
-                 task=spec.task)
-
-
-def sample(data: dict[str, jax.Array], state: State, key: jax.Array) -> dict:
-    return model_based.sample(state.config.model, state.config.sac.batch_size, data, key)
+    return model_based.init_state(config, spec, key, buffer_columns=("penalty",))
 
 
 def max_std_penalty(model: dynamics.Model, info: dict) -> jnp.ndarray:
