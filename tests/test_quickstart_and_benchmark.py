@@ -17,7 +17,8 @@ def test_quickstart_in_miniature(tmp_path, capsys):
 def test_throughput_benchmark_smoke(tmp_path):
     from tools.throughput import main
 
-    result = main(["--smoke", "--algos", "bc,dqn,dualdice", "--out", str(tmp_path / "t.json")])
+    # the families' own items have their own tests (tests/test_throughput_families.py)
+    result = main(["--smoke", "--algos", "bc,dqn,dualdice", "--families", "", "--out", str(tmp_path / "t.json")])
     rows = {r["algorithm"]: r for r in result["algorithms"]}
     assert set(rows) == {"bc", "dqn", "dualdice"}
     for row in rows.values():  # FLOPs from XLA's cost analysis, one per compiled update
@@ -27,4 +28,5 @@ def test_throughput_benchmark_smoke(tmp_path):
     # the smoke runs are too short for a rate (the quick profile measures it); the loop ran for offline only
     assert rows["bc"]["train_loop_runs"] == [20, 40] and "train_loop_runs" not in rows["dqn"]
     assert result["evaluation"]["same_returns"]
-    assert json.loads((tmp_path / "t.json").read_text())["profile"] == "smoke"
+    assert json.loads((tmp_path / "t.json").read_text())["profile"] == "smoke" and result["families"] == {}
+    assert "| bc |" in (tmp_path / "t.md").read_text()

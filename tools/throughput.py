@@ -5,16 +5,21 @@ vmap against sequential runs, sweep evaluation against a one-env loop, peak memo
     python -m tools.throughput --quick    # a few minutes
     python -m tools.throughput --smoke    # seconds: what the test suite runs
 
-Utilisation = FLOPs per update (XLA's cost analysis of the compiled update) x updates/s / the float32
-matmul peak measured in the same process a few seconds before. For offline algorithms it also runs
+Utilisation = FLOPs per update (XLA's cost analysis of the compiled update, plus the matrix products of
+its loops' further iterations, which that analysis counts once) x updates/s / the float32 matmul peak
+measured in the same process a few seconds before. For offline algorithms it also runs
 ``drorl.train.train`` at two lengths and reports the loop's rate against the in-process one
-(``train_loop_fraction``). Absolute numbers vary by machine; quote the ratios.
+(``train_loop_fraction``). The model-based, safe-RL and Stackelberg families add their own items, each
+beside its peer (``tools.throughput_families``; ``--families``). Writes JSON and a markdown report beside
+it. Absolute numbers vary by machine; quote the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import platform
 import resource
@@ -33,8 +38,9 @@ from rich.table import Table
 from drorl import algos
 from drorl.algos.base import Spec
 from drorl.data.dataset import Dataset
-from drorl.io_utils import write_json_atomic
+from drorl.io_utils import write_bytes_atomic, write_json_atomic
 from drorl.train import batch_sampler, device_data, init_states, make_train_chunk, policy_fn
+from tools import throughput_families
 
 PROFILES = {
     # call_seconds: each algorithm's compiled call runs as many updates (between min_updates and
@@ -42,7 +48,7 @@ PROFILES = {
     # BCQ update and a 0.1 GFLOP BC update cost the benchmark the same time; calls: timed calls.
     "smoke": dict(call_seconds=0.0, min_updates=20, max_updates=20, calls=2, matmul=(256,), eval_points=1,
                   eval_episodes=1, max_steps=50, seeds=2, loop_calls=(1, 2)),
-    "quick": dict(call_seconds=0.5, min_updates=20, max_updates=1000, calls=5, matmul=(256, 1024), eval_points=9,
+    "quick": dict(call_seconds=0.5, min_updates=5, max_updates=1000, calls=5, matmul=(256, 1024), eval_points=9,
                   eval_episodes=10, max_steps=1000, seeds=5, loop_calls=(2, 10)),
     "full": dict(call_seconds=1.5, min_updates=50, max_updates=5000, calls=5, matmul=(256, 1024, 2048),
                  eval_points=9, eval_episodes=20, max_steps=1000, seeds=5, loop_calls=(2, 10)),
@@ -101,17 +107,71 @@ def batched_matmul_ceiling(n: int = 256, batch: int = 5) -> dict[str, float]:
             "ceiling": t_single * batch / t_batched, "n": n, "batch": batch}
 
 
-def update_flops(algo: Any, config: Any, spec: Spec, data: dict) -> float:
-    """FLOPs of one update from XLA's cost analysis of the compiled update (one seed, one batch drawn
-    as the loop draws it). The whole update, optimiser and elementwise work included; a scan's body
-    would be counted once whatever its length, so the update is compiled on its own."""
+def _sub_jaxprs(value: Any) -> list[Any]:
+    """The jaxprs held in one equation parameter (a closed jaxpr, a jaxpr, or a tuple of them)."""
+    if isinstance(value, (tuple, list)):
+        return [j for v in value for j in _sub_jaxprs(v)]
+    if hasattr(value, "eqns"):
+        return [value]
+    return [value.jaxpr] if hasattr(getattr(value, "jaxpr", None), "eqns") else []
+
+
+def matmul_flops(jaxpr: Any, while_trips: float | None) -> float:
+    """Matrix-product FLOPs of a jaxpr (2 x output size x contracted size per ``dot_general``), scans
+    counted at their length and while loops at ``while_trips`` iterations; ``while_trips=None`` counts
+    every loop body once, as XLA's cost analysis does."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (contracting, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contracting)
+            continue
+        inner = [matmul_flops(j, while_trips) for v in eqn.params.values() for j in _sub_jaxprs(v)]
+        if eqn.primitive.name == "cond":
+            total += max(inner)
+            continue
+        repeats = 1.0
+        if while_trips is not None and eqn.primitive.name == "scan":
+            repeats = eqn.params["length"]
+        elif while_trips is not None and eqn.primitive.name == "while":
+            repeats = while_trips
+        total += repeats * sum(inner)
+    return total
+
+
+def count_while_loops(jaxpr: Any) -> int:
+    return sum((eqn.primitive.name == "while") + sum(count_while_loops(j) for v in eqn.params.values()
+                                                     for j in _sub_jaxprs(v)) for eqn in jaxpr.eqns)
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateCost:
+    """FLOPs of one update: XLA's cost analysis of the compiled update (everything, optimiser and
+    elementwise work included) counts a loop's body once whatever its length, so the matrix products
+    of a loop's further iterations are added from the update's jaxpr (a rollout's scan, a CG solve)."""
+
+    xla_flops: float
+    jaxpr: Any
+
+    @property
+    def while_loops(self) -> int:
+        return count_while_loops(self.jaxpr)
+
+    def flops(self, while_trips: float = 1.0) -> float:
+        """With each while loop run ``while_trips`` times (data-dependent: 1 is a lower bound)."""
+        return self.xla_flops + matmul_flops(self.jaxpr, while_trips) - matmul_flops(self.jaxpr, None)
+
+
+def update_cost(algo: Any, config: Any, spec: Spec, data: dict) -> UpdateCost:
+    """The cost of one update (one seed, one batch drawn as the loop draws it), compiled on its own."""
     states, rngs = init_states(algo, config, spec, [0])
     state = jax.tree_util.tree_map(lambda x: x[0], states)
     batch = jax.jit(batch_sampler(algo))(data, state, rngs[0])
     compiled = jax.jit(algo.update).lower(state, batch, rngs[0]).compile()
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    return float(analysis["flops"])
+    return UpdateCost(float(analysis["flops"]), jax.make_jaxpr(algo.update)(state, batch, rngs[0]).jaxpr)
 
 
 def synthetic_dataset(n: int, seed: int = 0) -> Dataset:
@@ -152,12 +212,26 @@ def benchmarked_algorithm(name: str) -> tuple[Any, Any]:
     return SimpleNamespace(init=dualdice.init, **vars(for_target_policy(target_policy))), dualdice.Config()
 
 
+def benchmark_problem(name: str, dataset: Dataset) -> tuple[Dataset, Spec]:
+    """The data and spec an algorithm is timed on: the hopper-sized synthetic dataset (read as two discrete
+    actions by an algorithm without continuous ones), or, for an algorithm bound to particular tasks (DSRL's
+    safety layer), as many random-action transitions of its first task."""
+    entry = algos.entry(name)
+    if entry.tasks:
+        from drorl.online import online_spec
+        from tools.throughput_families import safety_dataset
+
+        return safety_dataset(entry.tasks[0], len(dataset)), online_spec(entry.tasks[0])
+    return dataset, Spec.from_dataset(dataset, num_actions=None if "continuous" in entry.action_spaces else 2)
+
+
 def bench_algorithm(name: str, profile: dict, peak: float, dataset: Dataset) -> dict[str, Any]:
     algo, config = benchmarked_algorithm(name)
-    spec = Spec.from_dataset(dataset, num_actions=2 if "discrete" in algos.entry(name).action_spaces else None)
+    dataset, spec = benchmark_problem(name, dataset)
     data = device_data(dataset)
-    flops = update_flops(algo, config, spec, data)
-    k, calls, n_seeds = updates_per_call(flops, peak, profile), profile["calls"], profile["seeds"]
+    cost = update_cost(algo, config, spec, data)
+    k, calls, n_seeds = updates_per_call(cost.flops(), peak, profile), profile["calls"], profile["seeds"]
+    metrics_seen: list[dict] = []
 
     def runner(seeds: list[int]) -> tuple[Callable[[], Any], float]:
         """A call running k updates for ``seeds``, and the seconds its compilation took."""
@@ -168,31 +242,59 @@ def bench_algorithm(name: str, profile: dict, peak: float, dataset: Dataset) -> 
 
         def call():
             carry[0], carry[1], metrics = chunk(carry[0], carry[1], data)
+            metrics_seen[:] = [metrics]
             return metrics
 
         return call, compile_seconds
 
     one, compile_seconds = runner([0])
     single = timed(one, calls)
+    # a CG solve's iterations depend on the data: the update reports them, and its while loop counts that often
+    while_trips = float(np.mean(metrics_seen[0]["cg_iterations"])) if "cg_iterations" in metrics_seen[0] else 1.0
+    flops = cost.flops(while_trips)
     many = timed(runner(list(range(n_seeds)))[0], calls)
     ups = k / single
     row = {
-        "algorithm": name, "flops_per_update": flops, "updates_per_call": k,
+        "algorithm": name, "flops_per_update": flops, "xla_flops_per_update": cost.xla_flops,
+        "while_loops": cost.while_loops, "while_trips": while_trips, "updates_per_call": k,
         "updates_per_s": ups, "gflops": flops * ups / 1e9, "utilisation": flops * ups / 1e9 / peak,
         "compile_s": compile_seconds,
         "seeds": n_seeds, "vmap_updates_per_s": n_seeds * k / many,
         "sequential_updates_per_s": ups, "vmap_speedup": (n_seeds * k / many) / ups,
     }
     if algos.entry(name).kind == "offline":
-        row.update(train_loop_rate(name, config, dataset, k, profile))
+        row.update(train_loop_rate(name, config, dataset, spec, k, profile))
         row["train_loop_fraction"] = row["train_loop_updates_per_s"] / ups
     return row
 
 
-def train_loop_rate(name: str, config: Any, dataset: Dataset, k: int, profile: dict) -> dict[str, float]:
+def nested_configs(config: Any, kind: type) -> list[Any]:
+    """Every ``kind`` dataclass in ``config``'s tree of nested config dataclasses, ``config`` included."""
+    if isinstance(config, kind):
+        return [config]
+    if not dataclasses.is_dataclass(config):
+        return []
+    return [found for f in dataclasses.fields(config) for found in nested_configs(getattr(config, f.name), kind)]
+
+
+def cache_untrained_dynamics(config: Any, dataset: Dataset, directory: Path) -> None:
+    """Put an untrained ensemble where a model-based algorithm's ``prepare`` looks for its trained one, so
+    that a timed run reads it instead of training one (an ensemble's fit does not change an update's cost)."""
+    from drorl.algos.model_based import ModelConfig
+    from drorl.nn import dynamics
+
+    for model_config in nested_configs(config, ModelConfig):
+        path = dynamics.cache_path(directory, model_config.dynamics, dataset, model_config.model_seed)
+        dynamics.save(path, dynamics.init(model_config.dynamics, dataset.obs_dim, dataset.act_dim,
+                                          jax.random.PRNGKey(model_config.model_seed)))
+        write_json_atomic(path.with_suffix(".json"), {"untrained": True, "written_by": "tools.throughput"})
+
+
+def train_loop_rate(name: str, config: Any, dataset: Dataset, spec: Spec, k: int, profile: dict
+                    ) -> dict[str, float]:
     """Updates/s of a real ``drorl.train.train`` run (one seed, k updates per call, metrics, checkpoints
     and progress as a user's run has them), from the difference of two run lengths so that start-up and
-    compilation cancel."""
+    compilation cancel. A model-based algorithm reads an untrained ensemble (cache_untrained_dynamics)."""
     import tempfile
 
     from drorl.train import RunSettings, train
@@ -200,10 +302,12 @@ def train_loop_rate(name: str, config: Any, dataset: Dataset, k: int, profile: d
     short, long = profile["loop_calls"]
     seconds = {}
     with tempfile.TemporaryDirectory() as tmp:
+        cache_untrained_dynamics(config, dataset, Path(tmp) / "prepared")
         for calls in (short, long):
             settings = RunSettings(steps=calls * k, seeds=(0,), updates_per_call=k, checkpoint_every=10_000)
             start = time.perf_counter()
-            train(name, dataset, Path(tmp) / f"run{calls}", settings, config=config, progress=False)
+            train(name, dataset, Path(tmp) / f"run{calls}", settings, config=config, spec=spec, progress=False,
+                  prepared_dir=Path(tmp) / "prepared")
             seconds[calls] = time.perf_counter() - start
     extra = seconds[long] - seconds[short]  # at smoke sizes noise can exceed the extra work: no rate then
     return {"train_loop_updates_per_s": (long - short) * k / extra if extra > 0 else float("nan"),
@@ -264,14 +368,43 @@ def bench_memory() -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def markdown_report(result: dict[str, Any]) -> list[str]:
+    """The algorithm table and the one-line measurements as markdown (the family tables follow it)."""
+    peak, ceiling, evaluation = result["matmul_gflops"]["peak"], result["vmap_ceiling"], result["evaluation"]
+    lines = [f"# Throughput ({result['profile']}; {result['machine']['cpu']}, {result['machine']['cores']} cores, "
+             f"JAX {result['machine']['jax']})", "",
+             f"float32 matmul peak {peak:.0f} GFLOP/s; {ceiling['batch']} batched {ceiling['n']}x{ceiling['n']} "
+             f"products {ceiling['batched_gflops']:.0f} GFLOP/s (one alone {ceiling['single_gflops']:.0f}).", "",
+             "| algorithm | updates/s | GFLOP/s | utilisation | compile s | vmap x{} | vmap bound | drorl train |".format(
+                 result["settings"]["seeds"]), "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["algorithms"]:
+        loop = f"{100 * r['train_loop_fraction']:.0f} %" if "train_loop_fraction" in r else "-"
+        lines.append(f"| {r['algorithm']} | {r['updates_per_s']:,.0f} | {r['gflops']:.1f} | "
+                     f"{100 * r['utilisation']:.0f} % | {r['compile_s']:.2f} | {r['vmap_speedup']:.2f}x | "
+                     f"{r['vmap_bound']:.2f}x | {loop} |")
+    lines += ["", f"Sweep evaluation: {evaluation['batched_episodes_per_s']:.2f} episodes/s batched vs "
+              f"{evaluation['one_env_episodes_per_s']:.2f} one-env ({evaluation['speedup']:.1f}x).", ""]
+    if result["memory_1m_transitions"]:
+        lines += [f"Peak memory, 1M transitions + 5-seed BC: {result['memory_1m_transitions']['peak_rss_mb']:.0f} MB.", ""]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the quick profile (a few minutes)")
     parser.add_argument("--smoke", action="store_true", help="seconds; checks that everything runs")
     parser.add_argument("--algos", default=",".join(algos.names()), help="comma-separated registered algorithms")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    parser.add_argument("--families", default=",".join(throughput_families.FAMILIES),
+                        help="comma-separated families whose own items run (model-based, safe-rl, stackelberg); "
+                             "'' for none")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file to write (a markdown file beside it)")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    families = [f for f in args.families.split(",") if f]
+    unknown = sorted(set(families) - set(throughput_families.FAMILIES))
+    if unknown:
+        parser.error(f"--families: unknown {', '.join(unknown)}; expected some of "
+                     f"{', '.join(throughput_families.FAMILIES)}")
     if args.memory_probe:
         memory_probe()
         return {}
@@ -282,10 +415,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ceiling = batched_matmul_ceiling(batch=profile["seeds"])
     dataset = synthetic_dataset(100_000 if name != "smoke" else 5_000)
     rows = [bench_algorithm(a, profile, peak["peak"], dataset) for a in args.algos.split(",") if a]
+    for r in rows:
+        r["vmap_bound"] = ceiling["batched_gflops"] / r["gflops"]
+    family_results = throughput_families.run(families, name, dataset, rows)
     evaluation = bench_evaluation(profile)
     memory = bench_memory() if name != "smoke" else None
     result = {"profile": name, "machine": machine(), "matmul_gflops": peak, "vmap_ceiling": ceiling,
-              "algorithms": rows,
+              "algorithms": rows, "families": family_results,
               "evaluation": evaluation, "memory_1m_transitions": memory,
               "settings": {k: v for k, v in profile.items()}}
 
@@ -294,7 +430,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "vmap bound", "drorl train"):
         table.add_column(col, justify="right")
     for r in rows:
-        r["vmap_bound"] = ceiling["batched_gflops"] / r["gflops"]
         loop = f"{100 * r['train_loop_fraction']:.0f} %" if "train_loop_fraction" in r else "-"
         table.add_row(r["algorithm"], f"{r['updates_per_s']:,.0f}", f"{r['gflops']:.1f}",
                       f"{100 * r['utilisation']:.0f} %", f"{r['compile_s']:.2f}", f"{r['vmap_speedup']:.2f}x",
@@ -307,9 +442,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{evaluation['one_env_episodes_per_s']:.2f} one-env ({evaluation['speedup']:.1f}x)")
     if memory:
         console.print(f"peak memory, 1M transitions + 5-seed BC: {memory['peak_rss_mb']:.0f} MB")
+    family_lines = throughput_families.tables(family_results)
+    print("\n".join(family_lines))
     out = args.out or Path("tools/results") / f"throughput-{name}.json"
     write_json_atomic(out, result)
-    console.print(f"wrote {out}")
+    write_bytes_atomic(out.with_suffix(".md"), ("\n".join(markdown_report(result) + family_lines) + "\n").encode())
+    console.print(f"wrote {out} and {out.with_suffix('.md')}")
     return result
 
 
