@@ -7,8 +7,15 @@ Every update:
 4. one BCQ step with r~ in place of r.
 
 Choices (config options, ``Config.ratio``): w is clipped to [0, max_ratio] and, by default,
-self-normalised by its batch mean (a density ratio has E_D[w] = 1); ``importance_weighting=True`` is the paper's
+self-normalised by its batch mean (a density ratio has E_D[w] = 1); for the first ``ratio.warmup`` updates
+the ratio networks train but w is not used (lambda is 0, the I.W. weights are 1), so the penalty never
+multiplies a ratio estimate still far from its saddle point; ``importance_weighting=True`` is the paper's
 "BCQ + I.W." ablation: the critic loss weighted by w, no variance term.
+
+Convergence diagnostic (logged every update): ``dice/ratio_mean``, the raw (unclipped, unnormalised) mean of
+w under the data, which settles near 1 once DualDICE has converged, and ``dice/value_estimate``, DualDICE's
+E_D[w r] / (1 - g) for the current policy, to compare with Monte-Carlo rollouts of it; ``penalty_weight`` is
+the lambda in force (0 during the warm-up).
 """
 
 from __future__ import annotations
@@ -23,6 +30,11 @@ from drorl.algos.base import Spec
 from drorl.data.sampling import uniform_batch
 
 
+# metrics the health monitor (drorl.health) watches for drift, and what drifting means
+DIAGNOSTICS = {**bcq.DIAGNOSTICS, "dice/ratio_mean": "the raw density ratio's mean under the data drifts from 1: "
+               "DualDICE is not converging, so the variance penalty multiplies an unsettled ratio"}
+
+
 @dataclasses.dataclass(frozen=True)
 class RatioConfig:
     """The DualDICE ratio estimator inside OVR (its discount and batch are BCQ's).
@@ -33,6 +45,10 @@ class RatioConfig:
         p: exponent of DualDICE's f(x) = |x|^p / p.
         max_ratio: w is clipped to [0, max_ratio].
         self_normalise: divide w by its batch mean.
+        warmup: updates at the start during which DualDICE trains but its ratios are not used (the
+            penalty is off). 0 is the paper's Algorithm 1 and keeps drorl's committed results; how long
+            DualDICE takes to settle depends on the data and ``lr`` (a 1-D task: ~2,000 updates at 1e-3,
+            unsettled after 8,000 at 1e-4), so set it from ``dice/ratio_mean`` reaching 1.
     """
 
     hidden_dims: tuple[int, ...] = (64, 64)
@@ -40,6 +56,7 @@ class RatioConfig:
     p: float = 1.5
     max_ratio: float = 10.0
     self_normalise: bool = True
+    warmup: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,15 +128,19 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
                                                     lambda obs, k: bcq.act(state.base, obs, k))
     ratios = jax.lax.stop_gradient(processed_ratios(dualdice.ratio(dice, batch["observations"], batch["actions"]),
                                                     config.ratio.max_ratio, config.ratio.self_normalise))
+    ratios_in_use = state.step >= config.ratio.warmup
+    penalty_weight = jnp.where(ratios_in_use, config.variance_lambda, 0.0)
     if config.importance_weighting:
-        rewards, weights = batch["rewards"], ratios
+        rewards, weights = batch["rewards"], jnp.where(ratios_in_use, ratios, 1.0)
     else:
-        rewards = augmented_reward(batch["rewards"], ratios, config.variance_lambda, config.reward_scale)
+        # selected, not multiplied by 0, so a warm-up update is exactly BCQ's
+        rewards = jnp.where(ratios_in_use, augmented_reward(batch["rewards"], ratios, config.variance_lambda,
+                                                            config.reward_scale), batch["rewards"])
         weights = None
     base, base_metrics = bcq.update(state.base, batch, k_base, rewards=rewards, critic_weights=weights)
     metrics = {**base_metrics, **{f"dice/{k}": v for k, v in dice_metrics.items()},
                "ratio_mean": jnp.mean(ratios), "ratio_max": jnp.max(ratios),
-               "augmented_reward_mean": jnp.mean(rewards)}
+               "augmented_reward_mean": jnp.mean(rewards), "penalty_weight": penalty_weight}
     return state.replace(base=base, dice=dice, step=state.step + 1), metrics
 
 
