@@ -18,16 +18,23 @@ loss is taken on R / (1 - g), the residual in q's own units (a constant error de
 -delta on a continuing transition). That is the spec's f2 with lambda_spec = lambda / (1 - g)^2; it makes
 lambda's meaning independent of the discount and, with c the typical reward, of the task.
 
-Kernel: Gaussian RBF on (standardised state, action), actions one-hot on discrete tasks and scaled to
-[-1, 1] on continuous ones (one Gaussian on the concatenation), bandwidth by the median heuristic per
-batch. On continuous tasks a'_i ~ pi(s'_i) is drawn independently for each transition, and the noise is
+Kernel (``drorl.nn.kernels.state_action_gram``): on discrete tasks a Gaussian RBF on standardised states
+times the Kronecker delta of the actions (the limit of the spec's one-hot actions with a vanishing action
+bandwidth: with one shared median bandwidth the kernel gave one state's two CartPole actions 0.88 and so
+barely saw errors in the action gap, the only thing a greedy policy reads); on continuous ones one
+Gaussian on (standardised state, action scaled to [-1, 1]); bandwidths by the median heuristic per batch.
+On continuous tasks a'_i ~ pi(s'_i) is drawn independently for each transition, and the noise is
 fixed within an update so that f1 and f2 are deterministic functions of (theta, phi) there.
 
-The total derivative inverts a curvature of f2 plus beta I. By default the Gauss-Newton matrix of
-lambda L_K with the V-statistic, 2 lambda J^T K J / n^2 (J = d R / d phi): positive semi-definite, and
-equal to the Hessian of f2 when q is linear in phi (the pessimism term is linear in q's outputs). The
-exact Hessian with the V- or the U-statistic is an option; with a neural q both are indefinite on a batch
-(the U-statistic's even in the residuals; the spec's corrections), so CG stops at negative curvature.
+The total derivative inverts a curvature of f2 plus beta I. By default both of f2's second-derivative
+blocks are Gauss-Newton ones, those of f2 with its residuals linearised in (theta, phi): the curvature
+2 lambda J^T K J / n^2 (J = d R / d phi; positive semi-definite, and the Hessian of f2 when q is linear in
+phi, the pessimism term being linear in q's outputs) and the mixed block's kernel part 2 lambda J^T K
+(d R / d theta) / n^2. The exact blocks add residual-weighted second derivatives, which vanish where the
+residuals do; with a neural q whose pointwise residuals are large they dominate the exact mixed block
+(``gauss_newton_follower``). The exact Hessian and mixed block with the V- or the
+U-statistic are an option; with a neural q both Hessians are indefinite on a batch (the U-statistic's even
+in the residuals; the spec's corrections), so CG stops at negative curvature.
 In directions the data do not constrain (H v = 0) the solve is v / beta: there the Stackelberg term makes
 the leader anticipate the follower lowering q(s0, pi) freely, so beta sets that pessimism's strength.
 The follower itself descends the unbiased U-statistic. No target networks: the kernel loss is minimised
@@ -47,8 +54,7 @@ import optax
 
 from drorl.algos.base import Scaler, Spec
 from drorl.nn.critics import Critic
-from drorl.nn.kernels import (bellman_residuals, kernel_bellman_u_statistic, kernel_bellman_v_statistic,
-                              kernel_inputs, median_bandwidth, rbf_kernel)
+from drorl.nn.kernels import bellman_residuals, state_action_gram, u_statistic, v_statistic
 from drorl.nn.mlp import MLP
 from drorl.nn.policies import TanhGaussianPolicy, tanh_gaussian_sample
 from drorl.nn.train_state import TrainState, gradient_step
@@ -80,10 +86,10 @@ class Config:
         beta_initial: the regulariser beta of (H + beta I) at the first update.
         beta_floor: the value beta anneals to (keeps the solve defined where H is indefinite).
         beta_half_life: updates over which beta's excess over the floor halves.
-        follower_curvature: the curvature of f2 the total derivative inverts: "gauss-newton" (of the
-            V-statistic kernel term; positive semi-definite), or the exact Hessian of f2 with the "v" or
-            the "u" statistic (indefinite with a neural q: relies on beta_floor and CG's
-            negative-curvature stop).
+        follower_curvature: the second derivatives of f2 in the total derivative: "gauss-newton" (the
+            V-statistic kernel term's Gauss-Newton curvature, positive semi-definite, and mixed block), or
+            the exact Hessian and mixed block of f2 with the "v" or the "u" statistic (the Hessians are
+            indefinite with a neural q: relies on beta_floor and CG's negative-curvature stop).
         simultaneous: the ablation in which the leader ascends grad_theta f1 only (no Stackelberg term).
         leader_states: "initial" (f1 = E_{s0}[q(s0, pi)], the paper's) or "dataset" (f1 = E_{s~D}[q(s, pi)],
             the spec's variant: with the initial-state objective the simultaneous ablation moves the policy
@@ -161,6 +167,16 @@ def policy_value(nets: Networks, theta: Any, phi: Any, obs: jnp.ndarray, noise: 
     return jnp.sum(probs * nets.q.apply(phi, obs), axis=-1)
 
 
+def policy_entropy(nets: Networks, theta: Any, obs: jnp.ndarray) -> jnp.ndarray:
+    """Mean entropy of pi(.|s) over ``obs``: categorical, or the tanh-Gaussian's Gaussian before the tanh
+    (a diagnostic: a leader that collapses onto one action drives it to 0, or down without bound)."""
+    if nets.num_actions is None:
+        _, log_std = nets.policy.apply(theta, obs)
+        return jnp.mean(jnp.sum(log_std + 0.5 * jnp.log(2.0 * jnp.pi * jnp.e), axis=-1))
+    log_probs = jax.nn.log_softmax(nets.policy.apply(theta, obs), axis=-1)
+    return jnp.mean(-jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1))
+
+
 def normalised_residuals(rewards: jnp.ndarray, terminals: jnp.ndarray, next_values: jnp.ndarray,
                          q_taken: jnp.ndarray, gamma: float, reward_scale: float) -> jnp.ndarray:
     """R_i / (1 - g), R_i = (1 - g) r_i / c + g (1 - terminal_i) q(s'_i, pi) - q(s_i, a_i): the spec's
@@ -181,22 +197,22 @@ def leader_objective(values: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(values)
 
 
-KERNEL_STATISTICS = {"u": kernel_bellman_u_statistic, "v": kernel_bellman_v_statistic}
+KERNEL_STATISTICS = {"u": u_statistic, "v": v_statistic}
 
 
 def prepare_batch(state: State, batch: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
-    """The batch standardised, actions as indices (discrete) or in [-1, 1] (continuous), kernel inputs
-    and their median-heuristic bandwidth (fixed for the batch)."""
+    """The batch standardised, actions as indices (discrete) or in [-1, 1] (continuous), and the kernel's
+    Gram matrix on its (s, a) pairs (``state_action_gram``: median-heuristic bandwidths, fixed for the
+    batch)."""
     obs = state.scaler.observation(batch["observations"])
     if state.num_actions is None:
         actions = state.scaler.to_unit_action(batch["actions"])
     else:
         actions = batch["actions"][:, 0].astype(jnp.int32)
-    x = kernel_inputs(obs, actions, state.num_actions)
     return {"obs": obs, "actions": actions, "next_obs": state.scaler.observation(batch["next_observations"]),
             "initial_obs": state.scaler.observation(batch["initial_observations"]),
-            "rewards": batch["rewards"], "terminals": batch["terminals"], "kernel_inputs": x,
-            "bandwidth": median_bandwidth(x)}
+            "rewards": batch["rewards"], "terminals": batch["terminals"],
+            "gram": state_action_gram(obs, actions, state.num_actions)}
 
 
 def game_terms(state: State, theta: Any, phi: Any, data: dict[str, jnp.ndarray], noise: jnp.ndarray,
@@ -213,7 +229,7 @@ def game_terms(state: State, theta: Any, phi: Any, data: dict[str, jnp.ndarray],
     initial_values = policy_value(nets, theta, phi, data["initial_obs"], noise[1])
     leader_values = (initial_values if config.leader_states == "initial"
                      else policy_value(nets, theta, phi, data["obs"], noise[2]))
-    kernel_loss = KERNEL_STATISTICS[statistic](residuals, data["kernel_inputs"], data["bandwidth"])
+    kernel_loss = KERNEL_STATISTICS[statistic](residuals, data["gram"])
     return {"initial_values": initial_values, "kernel_loss": kernel_loss, "leader_values": leader_values,
             "residuals": residuals}
 
@@ -241,9 +257,30 @@ def gauss_newton_curvature(state: State, theta: Any, phi: Any, data: dict[str, j
 
     _, jvp = jax.linearize(residuals, phi)
     vjp = jax.linear_transpose(jvp, phi)
-    gram = rbf_kernel(data["kernel_inputs"], data["kernel_inputs"], data["bandwidth"])
+    gram = data["gram"]
     scale = 2.0 * state.config.kernel_weight / gram.shape[0] ** 2
     return lambda v: jax.tree.map(lambda g: scale * g, vjp(gram @ jvp(v))[0])
+
+
+def gauss_newton_follower(state: State, theta: Any, phi: Any, data: dict[str, jnp.ndarray], noise: jnp.ndarray):
+    """f2 with the residuals linearised at (theta, phi): E_{s0}[q(s0, pi)] + lambda V(R0 + J_theta dtheta +
+    J_phi dphi). Its mixed block d2 f2 / d theta d phi is the pessimism term's plus 2 lambda J_phi^T K J_theta
+    / n^2, the Gauss-Newton block that goes with ``gauss_newton_curvature``: the residual-weighted second
+    derivatives sum_ij K_ij R_j d2 R_i / d theta d phi, which vanish where the residuals do, are left out of
+    both. (On CartPole-medium, where q's pointwise residuals stay large, they were most of the exact mixed
+    block's Stackelberg correction: norms 86 and 38 against 7 and 14 for the Gauss-Newton part on two
+    batches, the leader's own gradient 0.04.)"""
+    def residuals(t, p):
+        return game_terms(state, t, p, data, noise, "v")["residuals"]
+
+    start, linear = jax.linearize(residuals, theta, phi)
+
+    def f2(t, p):
+        linearised = start + linear(jax.tree.map(jnp.subtract, t, theta), jax.tree.map(jnp.subtract, p, phi))
+        initial_values = game_terms(state, t, p, data, noise, "v")["initial_values"]
+        return follower_objective(initial_values, v_statistic(linearised, data["gram"]), state.config.kernel_weight)
+
+    return f2
 
 
 def leader_gradient(state: State, phi: Any, data: dict[str, jnp.ndarray], noise: jnp.ndarray) -> tuple[Any, dict]:
@@ -251,16 +288,23 @@ def leader_gradient(state: State, phi: Any, data: dict[str, jnp.ndarray], noise:
     (d2 f2 / d phi2 + beta I)^{-1} grad_phi f1 (spec "Updates"), or grad_theta f1 alone (simultaneous)."""
     config, theta = state.config, state.policy.params
     if config.simultaneous:
-        return jax.grad(leader(state, data, noise))(theta, phi), {}
+        grad = jax.grad(leader(state, data, noise))(theta, phi)
+        return grad, {"leader_partial_norm": optax.tree.norm(grad), "leader_stackelberg_norm": jnp.zeros(())}
     beta = annealed_beta(state.step, initial=config.beta_initial, floor=config.beta_floor,
                          half_life=config.beta_half_life)
-    gauss_newton = config.follower_curvature == "gauss-newton"
-    f2 = follower(state, data, noise, "v" if gauss_newton else config.follower_curvature)
-    curvature = gauss_newton_curvature(state, theta, phi, data, noise) if gauss_newton else None
-    result = total_derivative(leader(state, data, noise), lambda t, p: f2(t, p)[0], theta, phi, beta=beta,
-                              max_iters=config.cg_iters, curvature=curvature)
+    if config.follower_curvature == "gauss-newton":
+        f2 = gauss_newton_follower(state, theta, phi, data, noise)
+        curvature = gauss_newton_curvature(state, theta, phi, data, noise)
+    else:
+        exact = follower(state, data, noise, config.follower_curvature)
+        f2, curvature = (lambda t, p: exact(t, p)[0]), None
+    result = total_derivative(leader(state, data, noise), f2, theta, phi, beta=beta, max_iters=config.cg_iters,
+                              curvature=curvature)
+    stackelberg_term = jax.tree.map(jnp.subtract, result.grad, result.partial)
     return result.grad, {"beta": beta, "cg_iterations": result.cg.iterations.astype(jnp.float32),
-                         "cg_negative_curvature": result.cg.negative_curvature.astype(jnp.float32)}
+                         "cg_negative_curvature": result.cg.negative_curvature.astype(jnp.float32),
+                         "leader_partial_norm": optax.tree.norm(result.partial),
+                         "leader_stackelberg_norm": optax.tree.norm(stackelberg_term)}
 
 
 def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple[State, dict]:
@@ -274,7 +318,9 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
     metrics |= {"follower_objective": follower_loss, "kernel_loss": terms["kernel_loss"],
                 "initial_value": jnp.mean(terms["initial_values"]),
                 "leader_objective": leader_objective(terms["leader_values"]),
-                "leader_grad_norm": optax.tree.norm(grad)}
+                "leader_grad_norm": optax.tree.norm(grad),
+                "policy_entropy": policy_entropy(networks(state.config, state.act_dim, state.num_actions),
+                                                 policy.params, data["obs"])}
     return state.replace(policy=policy, q=q, step=state.step + 1), metrics
 
 

@@ -47,12 +47,14 @@ class TotalDerivative(NamedTuple):
 
     Attributes:
         grad: d f / d theta (same pytree as theta).
+        partial: grad_theta f, the leader's own term (grad minus it is the Stackelberg term).
         inverse_hvp: x ~ (H_ww g + beta I)^{-1} grad_w f (same pytree as w); a warm start for the
             next solve.
         cg: the solve's diagnostics.
     """
 
     grad: PyTree
+    partial: PyTree
     inverse_hvp: PyTree
     cg: CGInfo
 
@@ -181,7 +183,7 @@ def total_derivative(leader: Callable[[PyTree, PyTree], jnp.ndarray],
     _, mixed_vjp = jax.vjp(lambda theta_: follower_grad_w(theta_, w), theta)
     (correction,) = mixed_vjp(x)
     grad = jax.tree.map(jnp.subtract, grad_theta_f, correction)
-    return TotalDerivative(grad=grad, inverse_hvp=x, cg=info)
+    return TotalDerivative(grad=grad, partial=grad_theta_f, inverse_hvp=x, cg=info)
 
 
 def annealed_beta(step: int | jnp.ndarray, *, initial: float, floor: float, half_life: float) -> jnp.ndarray:
