@@ -329,10 +329,11 @@ def ope_cmd(
 
 @app.command("benchmark")
 def benchmark_cmd(
-    suite: str = typer.Argument(..., help="robust-il, ovr, model-based or safety"),
+    suite: str = typer.Argument(..., help="robust-il, ovr, model-based, safety or stackelberg"),
     profile: str = typer.Option("quick", help="quick, full, or a suite-specific ablation (robust-il: rho-sweep, "
                                               "balance, divergence, initial-states, time-weighting, halfcheetah-rate; "
-                                              "ovr: lambda-sweep, iw; model-based: paper)."),
+                                              "ovr: lambda-sweep, iw; model-based: paper; stackelberg: study, "
+                                              "paper)."),
     backend: str = typer.Option("local", help="local (one process) or ray (pip install 'drorl\\[ray]')."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default runs/benchmark/SUITE-PROFILE); "
                                                   "an interrupted benchmark resumes there."),

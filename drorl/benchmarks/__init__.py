@@ -8,7 +8,8 @@ from types import ModuleType
 from drorl.errors import DrorlError
 
 SUITES = {"robust-il": "drorl.benchmarks.robust_il", "ovr": "drorl.benchmarks.ovr",
-          "model-based": "drorl.benchmarks.model_based", "safety": "drorl.benchmarks.safety"}
+          "model-based": "drorl.benchmarks.model_based", "safety": "drorl.benchmarks.safety",
+          "stackelberg": "drorl.benchmarks.stackelberg"}
 
 
 def get_suite(name: str) -> ModuleType:
