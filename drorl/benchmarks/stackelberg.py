@@ -105,7 +105,9 @@ PROFILES = {
                      transitions=50_000, networks=(64, 64), batch_size=128, design=(
                          "Quick look: cartpole-medium (50k rows) at full, confined and 10 % coverage, every "
                          "discrete method, 2 seeds x 3,000 updates with 64-wide networks and batches of 128; "
-                         "too few seeds to resolve differences below the policies' spread.")),
+                         "too few seeds to resolve differences below the policies' spread. Measured: the full-"
+                         "coverage cell with the dataset's generation took 142 CPU-seconds on one core, so the "
+                         "profile takes about 7 CPU-minutes.")),
     # one knob at a time from the default on the cell where the learner collapsed (issue 20), the dataset-state
     # simultaneous ablation as the reference; what single-seed runs of these knobs showed is in the design text
     "study": Profile(("cartpole-medium",), ("full", "10%"), (0, 1, 2), steps=3_000, episodes=10,
@@ -125,7 +127,7 @@ PROFILES = {
                          "leader ten times slower, 30 CG steps, the exact Hessian and mixed block, the "
                          "dataset-state leader), the dataset-state simultaneous ablation as the reference; "
                          "cartpole-medium (100k rows) at full and 10 % coverage, 3 seeds x 3,000 updates, "
-                         "about 5 CPU-hours. Single-seed pilots (1,500 updates, 256-wide networks) before the "
+                         "about 4.5 CPU-hours. Single-seed pilots (1,500 updates, 256-wide networks) before the "
                          "kernel and mixed-block fixes: the default, beta=100 and the slow leader ended at "
                          "returns of 9-10 with the leader's Stackelberg term 100-1,400 times its own gradient; "
                          "lambda=10 let q(s0, pi) run away below zero (return 28); after the fixes the default "
@@ -145,9 +147,11 @@ PROFILES = {
                         "8 cells x 5 seeds x 10k x 0.153 s = 17 CPU-hours, hopper 5 x 20k x 0.124 s = 3.4, "
                         "about 21 in all (11 hours on both cores: run cartpole-medium, cartpole-expert and "
                         "hopper-medium as separate --tasks into one --out). Resolution: with a per-seed "
-                        "standard deviation s of the return, 5 seeds resolve differences above 1.46 s (at s = 50, "
-                        "73 return points; CartPole's returns run from 9 to 500); the report states s pooled over "
-                        "its cells.")),
+                        "standard deviation s of the return, 5 seeds resolve differences above 1.46 s; the quick "
+                        "profile's full-coverage cell (2 seeds, 64-wide networks) pooled s = 28 over its six "
+                        "methods, so about 41 return points (CartPole's returns run from 9 to 500; methods that "
+                        "collapse have almost no spread, unstable ones far more). The report states s pooled "
+                        "over its own cells.")),
     "paper": Profile((*CARTPOLE, "hopper-medium"), tuple(COVERAGES), (0, 1, 2, 3, 4), steps=1_000_000,
                      episodes=10, transitions=None, design=(
                          "The published scale: 1M updates, 5 seeds, the registry's 1M-row datasets, the "
