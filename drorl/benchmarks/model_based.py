@@ -16,8 +16,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 from rich.console import Console
 
+from drorl.aggregates import aggregate_section
 from drorl.benchmarks.common import (Difference, SeedCurves, fmt, holm_verdicts, missing_tasks_note,
                                     pooled_seed_sd, resolvable_difference, restrict_tasks, run_jobs,
                                     load_dataset, prepare_datasets, train_and_evaluate)
@@ -165,6 +167,8 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
                                out / f"{task}-{kind}.png", title=f"{task}-{kind} ({profile_name})")
         lines += ["", f"![{task}-{kind}]({plot.name})", ""]
     lines += report_lines((f"{j.task}-{j.kind} {j.label}", j.run_dir) for j in jobs)
+    matrices = {label: np.array([curves[task, kind, label].nominal for task, kind in cells]).T for label in labels}
+    lines += ["## Across datasets", "", *aggregate_section(matrices, pairs, "the nominal score over every dataset")]
     report = out / "report.md"
     write_bytes_atomic(report, "\n".join(lines).encode())
     write_json_atomic(out / "results.json", {f"{t}/{k}/{label}": dataclasses.asdict(c)
