@@ -40,7 +40,8 @@ class OnlineSettings:
         env_steps: environment steps in total (over all environments).
         seed: seed of environments, exploration and initialisation.
         num_envs: environments stepped together (one batched policy call per step).
-        start_steps: uniform random actions for this many env steps before the policy acts.
+        start_steps: uniform random actions for this many env steps before the policy acts (passed through
+            the algorithm's ``executed_action`` when it has one: DSRL's safety layer).
         update_every: env steps between update calls; each call runs ``update_every x
             updates_per_step`` updates (a multiple of num_envs).
         updates_per_step: gradient updates per env step (update-to-data ratio).
@@ -140,6 +141,8 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
     obs = obs.astype(np.float32)
     explore = random_policy(info.name, settings.seed * 100_003 + start)
     acting = jax.jit(lambda st, o, k: algo.act(st, o, k, False))
+    # what the algorithm executes for a raw action (DSRL: its safety layer); warm-up actions pass through it
+    execute = jax.jit(algo.executed_action) if hasattr(algo, "executed_action") else None
     num_updates = int(settings.update_every * settings.updates_per_step)
     chunk = make_online_chunk(algo, num_updates) if num_updates else None
     staged: list[tuple] = []
@@ -151,7 +154,7 @@ def train_online(algo_name: str, task: str, out_dir: str | Path, settings: Onlin
         while counters["env_steps"] < settings.env_steps:
             step = counters["env_steps"]
             if step < settings.start_steps:
-                actions = explore(obs)
+                actions = explore(obs) if execute is None else np.asarray(execute(state, obs, explore(obs)))
             else:
                 actions = np.asarray(acting(state, obs, jax.random.fold_in(act_key, step)))
             for i, env in enumerate(envs):

@@ -6,7 +6,9 @@ dataclass (which may nest other configs) and pure ``init(config, spec, key) -> s
 optionally ``sample(data, state, key) -> batch`` when it draws its own batches, and
 ``prepare(config, dataset, spec, directory, progress) -> spec`` when ``init`` needs something computed
 once from the whole dataset outside the compiled program (a dynamics ensemble), which it returns in
-``spec.prepared`` and may cache in ``directory``.
+``spec.prepared`` and may cache in ``directory``; and, online, ``executed_action(state, obs, action) ->
+action`` when it executes something other than a raw action it is given (DSRL's safety layer: the
+online loop's uniform warm-up actions pass through it).
 """
 
 from __future__ import annotations

@@ -150,6 +150,16 @@ def act(state: State, obs: jnp.ndarray, key: jax.Array, deterministic: bool = Tr
     return state.scaler.from_unit_action(safe)
 
 
+def executed_action(state: State, obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
+    """The layer applied to a raw action in the task's box: what the online loop executes and stores for its
+    uniform warm-up actions, so that the buffer holds only actions the method itself would execute."""
+    if state.config.layer == "none":
+        return action
+    unit = state.scaler.to_unit_action(action)
+    safe = safe_unit_action(state.task, state.config, state.scaler, state.nominal_samples, state.delta, obs, unit)
+    return state.scaler.from_unit_action(safe)
+
+
 def policy_params(state: State) -> Any:
     """What acts: the actor and the adversary's transport (the layer's xi_bar depends on it)."""
     return {"actor": ddpg.policy_params(state.agent), "delta": state.delta}
