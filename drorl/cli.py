@@ -334,7 +334,12 @@ def benchmark_cmd(
                                               "balance, divergence, initial-states, time-weighting, halfcheetah-rate; "
                                               "ovr: lambda-sweep, iw; model-based: paper; stackelberg: study, "
                                               "paper)."),
-    backend: str = typer.Option("local", help="local (one process) or ray (pip install 'drorl\\[ray]')."),
+    backend: str = typer.Option("local", help="local (this machine) or ray (pip install 'drorl\\[ray]'); "
+                                              "Ray runs each job as a task with one XLA thread."),
+    workers: Optional[int] = typer.Option(None, help="local: run the jobs on N worker processes, each pinned to "
+                                                     "its share of the cores with one XLA thread (default: one "
+                                                     "after another in this process, with XLA's own threads, as "
+                                                     "the committed results were made)."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default runs/benchmark/SUITE-PROFILE); "
                                                   "an interrupted benchmark resumes there."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated subset of the profile's tasks (run a long "
@@ -342,9 +347,11 @@ def benchmark_cmd(
 ):
     """Reproduce a paper's experiment: trains, evaluates, writes report.md and PNG figures."""
     from drorl.benchmarks import get_suite
+    from drorl.execution import Backend
 
-    report = get_suite(suite).run(profile, out or Path("runs") / "benchmark" / f"{suite}-{profile}", backend,
-                                  console=console, tasks=tasks.split(",") if tasks else None)
+    report = get_suite(suite).run(profile, out or Path("runs") / "benchmark" / f"{suite}-{profile}",
+                                  Backend(backend, workers), console=console,
+                                  tasks=tasks.split(",") if tasks else None)
     console.print(f"report: {report}")
 
 

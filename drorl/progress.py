@@ -38,6 +38,12 @@ def _rate(speed: float | None, unit: str) -> str:
 
 PLAIN_INTERVAL_S = 60.0
 _DRAWN: list[Progress] = []  # the Rich display on screen, if any (rows of nested bars go into it)
+_SILENCED: list[bool] = []  # non-empty: this process draws no bars
+
+
+def silence() -> None:
+    """No bars from this process from now on: a pool worker, whose parent draws the one bar."""
+    _SILENCED.append(True)
 
 
 def _clock(seconds: float) -> str:
@@ -75,7 +81,7 @@ class _PlainProgress:
 def progress_bar(description: str, total: int, completed: int = 0, enabled: bool = True,
                  unit: str = "it") -> Iterator[Callable[[int], None]]:
     """Yield ``advance(n)``; draws description, bar, done/total, rate, elapsed and ETA on stderr."""
-    if not enabled:
+    if not enabled or _SILENCED:
         yield lambda n: None
         return
     console = Console(stderr=True)

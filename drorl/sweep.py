@@ -2,10 +2,11 @@
 run by a local process pool or by Ray, then reported with the aggregate statistics of ``drorl.run_report``.
 
 A cell is one run directory: one algorithm with one setting of the swept fields on one dataset, for one seed
-(or for every seed at once under ``vmap`` with ``vmap_seeds: true``). Cells are plain JSON-able dicts, so the
-same function (``run_cell``, which is ``drorl.benchmarks.common.train_and_evaluate``) runs them in a worker
-of the local pool or in a Ray task, each worker on its own core with one XLA compute thread. A cell whose eval.json exists is done and skipped; an interrupted cell
-resumes from its latest checkpoint; so a killed sweep, started again, runs only what is missing.
+(or for every seed at once under ``vmap`` with ``vmap_seeds: true``). Cells are plain JSON-able dicts, run by
+``run_cell`` (``drorl.benchmarks.common.train_and_evaluate``) on the engine the benchmark suites use too
+(``drorl.execution``): a worker of the local pool or a Ray task, each with its own core and one XLA compute
+thread. A cell whose eval.json exists is done and skipped; an interrupted cell resumes from its latest
+checkpoint; so a killed sweep, started again, runs only what is missing.
 
 The config (YAML)::
 
@@ -24,26 +25,16 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import re
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from drorl.errors import DrorlError
+from drorl.execution import Backend, run_items, usable_cores
 from drorl.io_utils import write_json_atomic
 
 KEYS = ("algorithms", "datasets", "env", "set", "seeds", "steps", "episodes", "families", "vmap_seeds")
 ALGORITHM_KEYS = ("name", "label", "set")
-# one XLA CPU compute thread per worker; BLAS/OpenMP libraries likewise
-SINGLE_THREAD_XLA_FLAG = "--xla_cpu_multi_thread_eigen=false"
-SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-
-
-def pinned_env(environ: dict[str, str]) -> dict[str, str]:
-    """The variables that hold a worker to one XLA compute thread, keeping any XLA_FLAGS of ``environ``."""
-    flags = " ".join(filter(None, [environ.get("XLA_FLAGS"), SINGLE_THREAD_XLA_FLAG]))
-    return {**SINGLE_THREAD_ENV, "XLA_FLAGS": flags}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,11 +190,14 @@ def is_done(cell: dict[str, Any]) -> bool:
 
 
 def run_cell(cell: dict[str, Any]) -> str:
-    """Train and evaluate one cell (resuming it if it was interrupted); returns its run directory."""
+    """Train and evaluate one cell (resuming it if it was interrupted; nothing when it is done); returns its run
+    directory."""
     from drorl.benchmarks.common import train_and_evaluate
     from drorl.data.registry import resolve
     from drorl.scores import task_of
 
+    if is_done(cell):
+        return cell["run_dir"]
     # a cluster node without the file generates the named dataset itself
     source = cell["dataset_file"] if Path(cell["dataset_file"]).is_file() else cell["dataset"]
     dataset, _, _ = resolve(source, progress=False)
@@ -214,75 +208,6 @@ def run_cell(cell: dict[str, Any]) -> str:
                        cell["steps"], cell["seeds"], cell["episodes"], cell["families"], cell["label"],
                        progress=False)
     return cell["run_dir"]
-
-
-def pin_worker(shares: Any) -> None:
-    """Pool initialiser: take a share of the cores from the queue ``shares``, run on those alone with one XLA
-    compute thread (set before this fresh process first uses JAX, which reads XLA_FLAGS then)."""
-    os.environ.update(pinned_env(dict(os.environ)))
-    os.sched_setaffinity(0, shares.get())
-
-
-def usable_cores() -> list[int]:
-    return sorted(os.sched_getaffinity(0))
-
-
-def core_shares(cores: Sequence[int], workers: int) -> list[list[int]]:
-    """The cores of each worker: the cores dealt out in turn, or one core each, reused in turn, when there
-    are more workers than cores."""
-    if workers >= len(cores):
-        return [[core] for core in itertools.islice(itertools.cycle(cores), workers)]
-    return [list(cores[i::workers]) for i in range(workers)]
-
-
-def run_local(cells: Sequence[dict[str, Any]], workers: int, advance: Callable[[int], None]) -> None:
-    """The cells on a pool of ``workers`` fresh processes, each pinned to its share of the cores with one XLA
-    thread, as a Ray task is: a cell computes the same numbers whichever backend runs it."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: JAX not yet started, so pinning holds
-    shares = context.Queue()
-    for share in core_shares(usable_cores(), workers):
-        shares.put(share)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=pin_worker, initargs=(shares,)) as pool:
-        pending = {pool.submit(run_cell, cell) for cell in cells}
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    future.result()
-                    advance(1)
-        except BaseException:  # a failed cell or an interrupt: start no further cells
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-
-
-# what a local Ray instance's workers need from this process's environment: the data and JAX's compilation cache
-FORWARDED_ENV = ("DRORL_DATA", "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
-
-
-def run_ray(cells: Sequence[dict[str, Any]], address: str | None, gpus_per_cell: float,
-            advance: Callable[[int], None]) -> None:
-    """Each cell a Ray task (one CPU, ``gpus_per_cell`` GPUs, one XLA CPU thread as in the local pool) against
-    the cluster at ``address``, or a local Ray instance started here (or already started by the caller)."""
-    try:
-        import ray
-    except ImportError:
-        raise DrorlError("--backend ray needs Ray: pip install 'drorl[ray]'") from None
-    if not ray.is_initialized():
-        if address:  # a cluster keeps its own settings
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False)
-    env = pinned_env(dict(os.environ))
-    if not address:
-        env.update({key: os.environ[key] for key in FORWARDED_ENV if key in os.environ})
-    task = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, runtime_env={"env_vars": env})(run_cell)
-    pending = [task.remote(cell) for cell in cells]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        ray.get(done[0])
-        advance(1)
 
 
 def resolve_datasets(entries: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -310,25 +235,19 @@ def sweep(config_path: str | Path, out: str | Path | None = None, backend: str =
           address: str | None = None, gpus_per_cell: float = 0.0, progress: bool = True) -> SweepResult:
     """Run every missing cell of the sweep in ``config_path`` into ``out`` (default runs/sweeps/CONFIG_NAME),
     then write the aggregate report of all its cells (``out/report.md``) and the cells (``out/sweep.json``)."""
-    from drorl.progress import progress_bar
     from drorl.run_report import write_run_report
 
-    if backend not in ("local", "ray"):
-        raise DrorlError(f"--backend {backend}: expected local or ray")
-    if workers is not None and workers <= 0:
-        raise DrorlError(f"--workers {workers}: expected a positive number")
+    if backend == "local" and workers is None:  # a sweep's default: one pinned worker per usable core
+        workers = len(usable_cores())
+    engine = Backend(backend, workers, address, gpus_per_cell)
     config = load_sweep_config(config_path)
     out = Path(out or Path("runs") / "sweeps" / Path(config_path).stem).resolve()
     cells = [{**cell, "overrides": typed_overrides(cell["algorithm"], cell["overrides"], str(config_path))}
              for cell in expand_cells(config, resolve_datasets(config.datasets), out)]
     write_json_atomic(out / "sweep.json", cells)
     todo = [cell for cell in cells if not is_done(cell)]
-    with progress_bar(f"sweep {Path(config_path).name}", len(cells), completed=len(cells) - len(todo),
-                      enabled=progress, unit="runs") as advance:
-        if backend == "ray":
-            run_ray(todo, address, gpus_per_cell, advance)
-        elif todo:
-            run_local(todo, min(workers or len(usable_cores()), len(todo)), advance)
+    run_items(cells, run_cell, engine, done=is_done, description=f"sweep {Path(config_path).name}",
+              progress=progress)
     report = write_run_report([cell["run_dir"] for cell in cells], out)
     return SweepResult(ran=[c["run_dir"] for c in todo], skipped=[c["run_dir"] for c in cells if c not in todo],
                        report=report)

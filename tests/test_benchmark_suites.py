@@ -125,6 +125,18 @@ def test_ovr_verdict_profile_runs_random_only_with_clean_rewards(tmp_path):
     from drorl.benchmarks.ovr import PROFILES, jobs_of
 
     jobs = jobs_of(PROFILES["verdict"], tmp_path)
-    cells = {(j.task, j.cell) for j in jobs}
+    cells = {(j.task, j.setting.cell) for j in jobs}
     assert {cell for task, cell in cells} == {"medium", "mixed", "random", "medium +N(0,1²)", "mixed +N(0,1²)"}
     assert len(jobs) == 2 * 5 * 2 and {j.label for j in jobs} == {"BCQ", "BCQ+OVR"}
+
+
+def test_safety_smoke_report_carries_the_aggregates(tmp_path):
+    from drorl.benchmarks import safety
+
+    out = tmp_path / "bench"
+    text = safety.run("smoke", out).read_text()
+    assert "## Across tasks and test families" in text and "| DSRL | 1 x 4 | " in text and "P(X > Y)" in text
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["safe-unicycle/DSRL"]) == set(safety.families(safety.PROFILES["smoke"].radius))
+    assert (out / "safe-unicycle-trajectories.png").read_bytes()[:4] == b"\x89PNG"
+    assert safety.run("smoke", out).read_text() == text  # resumes from safety_eval.json: nothing retrained

@@ -9,20 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from drorl import cli
+from cli_helpers import run_cli
 from drorl.data.hdf5 import read_hdf5
-
-
-def run_cli(monkeypatch, capsys, *args):
-    """Run ``drorl ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["drorl", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_generate_hopper_random_and_info(tmp_path, monkeypatch, capsys):

@@ -5,7 +5,6 @@ API (``drorl.train``, ``drorl.evaluate``, ``drorl.sweep``, ``drorl.report``) aga
 import inspect
 import json
 import shutil
-import sys
 
 import matplotlib.image
 import numpy as np
@@ -13,24 +12,13 @@ import pytest
 import yaml
 
 import drorl
+from cli_helpers import run_cli
 from drorl import cli
 from drorl.envs import CombinedPerturbation, Perturbation, default_grid, make_env, parse_sweep
 from drorl.envs.batched import BatchedMujocoEnvs
 from drorl.errors import DrorlError
 
 TRAIN_ARGS = {"steps": 20, "log_every": 10, "overrides": {"policy.hidden_dims": (16, 16)}}
-
-
-def run_cli(monkeypatch, capsys, *args):
-    """Run ``drorl ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["drorl", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

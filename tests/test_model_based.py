@@ -165,12 +165,12 @@ def test_the_benchmark_profiles_are_well_formed(tmp_path):
     paper = suite.PROFILES["paper"]
     jobs = suite.jobs_of(paper, tmp_path)
     assert len(jobs) == 9 * 5 and paper.seeds == (0, 1, 2, 3, 4) and paper.steps == 1_000_000
-    assert {(j.task, j.kind) for j in jobs} == {(t, k) for t in ("hopper", "walker2d", "halfcheetah")
-                                                for k in ("medium", "medium-replay", "medium-expert")}
+    assert {(j.task, j.setting.kind) for j in jobs} == {(t, k) for t in ("hopper", "walker2d", "halfcheetah")
+                                                        for k in ("medium", "medium-replay", "medium-expert")}
     for profile in suite.PROFILES.values():
         for job in suite.jobs_of(profile, tmp_path):
-            replace_config(algos.get(job.algorithm, "offline").Config(), job.config_overrides())
-    smoke = {j.label: replace_config(algos.get(j.algorithm, "offline").Config(), j.config_overrides())
+            replace_config(algos.get(job.algorithm, "offline").Config(), job.overrides)
+    smoke = {j.label: replace_config(algos.get(j.algorithm, "offline").Config(), j.overrides)
              for j in suite.jobs_of(suite.PROFILES["smoke"], tmp_path)}
     assert smoke["DROMO-strict"].variance == "strict" and smoke["DROMO-strict"].combo.sac.batch_size == 32
     assert smoke["MOPO-auto"].mopo.model.rollout_batch_size == 100 and smoke["COMBO"].model.dynamics.max_epochs == 3

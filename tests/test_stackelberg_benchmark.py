@@ -66,7 +66,7 @@ def test_profiles_are_well_formed(name, tmp_path):
     assert len({job.run_dir for job in jobs}) == len(jobs)  # no two jobs share a run directory
     dataset = tiny_cartpole_dataset()
     for job in jobs:
-        config = replace_config(algos.get(job.algorithm, "offline").Config(), job.config_overrides(dataset))
+        config = replace_config(algos.get(job.algorithm, "offline").Config(), suite.config_overrides(job, dataset))
         if profile.networks is not None:
             assert all(getattr(config, key.split(".")[0]) is not None for key in suite.NETWORK_KEYS[job.algorithm])
     assert any(job.label == suite.STACKELBERG for job in jobs)
@@ -74,7 +74,7 @@ def test_profiles_are_well_formed(name, tmp_path):
         assert len(profile.seeds) == 5 and set(profile.coverages) == set(suite.COVERAGES)
         assert {job.task for job in jobs} == {"cartpole-medium", "cartpole-expert", "hopper-medium"}
         hopper = {job.label: job for job in jobs if job.task == "hopper-medium"}
-        assert set(hopper) == {suite.STACKELBERG, "BC", "BCQ"} and hopper[suite.STACKELBERG].coverage == "full"
+        assert set(hopper) == {suite.STACKELBERG, "BC", "BCQ"} and hopper[suite.STACKELBERG].setting.coverage == "full"
         labels = {label for label, _, _ in profile.methods}
         assert {"simultaneous s0", "simultaneous D", "BC", "FQI", "CQL"} <= labels
     if name == "paper":

@@ -17,8 +17,7 @@ def test_robust_il_report_has_aggregates(tmp_path):
     from drorl.benchmarks import robust_il
 
     profile = robust_il.PROFILES["smoke"]
-    jobs = [robust_il.Job(task, label, algo, {}, profile, tmp_path / label, "unused")
-            for task in profile.tasks for label, algo, _ in profile.variants]
+    jobs = robust_il.jobs_of(profile, tmp_path)
     results = [fake_eval([10.0 * i, 10.0 * i + 4], profile.families) for i, _ in enumerate(jobs)]
     text = robust_il.write_report("smoke", profile, jobs, results, tmp_path).read_text()
     assert "## Across tasks" in text and "| BC | 2 x 1 | 2.0 [0.0, 4.0] | 2.0 [0.0, 4.0] |" in text
@@ -29,10 +28,30 @@ def test_ovr_report_has_aggregates(tmp_path):
     from drorl.benchmarks import ovr
 
     profile = ovr.PROFILES["smoke"]
-    jobs = [ovr.Job(task, kind, noise, label, algo, {}, profile, tmp_path) for task in profile.tasks
-            for kind in profile.kinds for noise in profile.noise for label, algo, _ in profile.variants]
+    jobs = ovr.jobs_of(profile, tmp_path)
     results = [fake_eval([50.0, 60.0 if job.label == "BCQ" else 70.0]) for job in jobs]
     text = ovr.write_report("smoke", profile, jobs, results, tmp_path).read_text()
     # 2 seeds x 2 datasets (clean and noisy rewards); BCQ's scores 50 50 60 60: IQM = mean(50, 60)
     assert "## Across datasets" in text and "| BCQ | 2 x 2 | 55.0 [" in text
     assert "| BCQ+OVR | BCQ | " in text
+
+
+def test_safety_report_aggregates_the_safe_episode_and_goal_rates(tmp_path):
+    """Returns have no reference scale on the safety tasks: the aggregates are over the safe-episode rate
+    (100 minus the violation rate) and the goal rate, a task's test families being the strata."""
+    from drorl.benchmarks import safety
+
+    profile = safety.PROFILES["smoke"]
+    jobs = safety.jobs_of(profile, tmp_path)
+    results = [{**{name: {"returns": 1.0, "reached": 0.5, "violated": 0.5 if job.label == "DSRL" else 1.0,
+                          "violating_fraction": 0.0} for name in safety.families(profile.radius)},
+                "trajectory": [[0.0, 0.0], [0.1, 0.1]]} for job in jobs]
+    text = safety.write_report("smoke", profile, jobs, results, tmp_path).read_text()
+    assert "## Across tasks and test families" in text and "interquartile mean" in text
+    # one seed x four test families: DSRL's safe-episode rate is 50 (optimality gap 50: its violation rate)
+    # and so is its goal rate; every other method violates in every episode (safe-episode rate 0)
+    fifty = "50.0 [50.0, 50.0]"
+    assert text.count(f"| DSRL | 1 x 4 | {fifty} | {fifty} | {fifty} | {fifty} |") == 2
+    assert "| DDPG | 1 x 4 | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] | 100.0 [100.0, 100.0] |" in text
+    # DSRL beats every other method on the safe-episode rate and ties them on the goal rate
+    assert text.count("| DSRL | DDPG | 1.00 [1.00, 1.00] |") == 1 and text.count("| DSRL | DDPG | 0.50 [") == 1

@@ -111,16 +111,6 @@ def test_ray_backend_gathers_the_local_report(tmp_path, dataset_file, monkeypatc
     assert "| bc | 2 x 1 |" in local.report.read_text() and "| drbc | 2 x 1 |" in local.report.read_text()
 
 
-def test_workers_share_the_cores_and_keep_the_users_xla_flags():
-    from drorl.sweep import core_shares, pinned_env
-
-    assert core_shares([0, 1, 2, 3], 2) == [[0, 2], [1, 3]]
-    assert core_shares([0, 1], 3) == [[0], [1], [0]]
-    assert pinned_env({})["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false"
-    assert pinned_env({"XLA_FLAGS": "--xla_dump_to=/tmp"})["XLA_FLAGS"] == \
-        "--xla_dump_to=/tmp --xla_cpu_multi_thread_eigen=false"
-
-
 def test_fields_are_checked_and_typed_before_any_cell_runs():
     from drorl.sweep import typed_overrides
 

@@ -1,16 +1,19 @@
-"""What every benchmark suite shares: jobs run locally or on Ray, seed statistics, report tables."""
+"""What every benchmark suite shares: its jobs, how a profile runs (on the engine of ``drorl.execution``, as a
+sweep's cells do), seed statistics, report tables."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import numpy as np
+from rich.console import Console
 from scipy import stats
 
 from drorl.errors import DrorlError
+from drorl.execution import Backend, run_items
 from drorl.scores import normalized_score
 
 
@@ -193,36 +196,96 @@ def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, 
     return result
 
 
-def run_jobs(jobs: Sequence[Any], work: Callable[[Any], Any], backend: str = "local",
-             progress: bool = True) -> list[Any]:
-    """Run ``work(job)`` for every job: in this process one after another, or as Ray tasks; a progress
-    bar counts finished runs (rate and ETA)."""
-    from drorl.progress import progress_bar
+Setting = TypeVar("Setting")
 
-    if backend not in ("local", "ray"):
-        raise DrorlError(f"--backend {backend}: expected local or ray")
-    with progress_bar("benchmark", len(jobs), enabled=progress, unit="runs") as advance:
-        if backend == "local":
-            results = []
-            for job in jobs:
-                results.append(work(job))
-                advance(1)
-            return results
-        try:
-            import ray
-        except ImportError:
-            raise DrorlError("--backend ray needs Ray: pip install 'drorl[ray]'") from None
-        if not ray.is_initialized():
-            ray.init(ignore_reinit_error=True)
-        remote = ray.remote(num_cpus=1)(work)
-        pending = [remote.remote(job) for job in jobs]
-        order = {ref: i for i, ref in enumerate(pending)}
-        results = [None] * len(jobs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            results[order[done[0]]] = ray.get(done[0])
-            advance(1)
-        return results
+
+@dataclasses.dataclass(frozen=True)
+class Job(Generic[Setting]):
+    """One run of a benchmark suite.
+
+    Attributes:
+        task: the task it trains on and is scored on (as the profile names it).
+        label: the method's name in the report.
+        algorithm: the registered algorithm.
+        overrides: its config fields set for this run (dotted paths).
+        run_dir: where it trains, resumes and leaves its evaluation.
+        setting: the suite's own description of the run: its data, how long it trains, how it is evaluated.
+    """
+
+    task: str
+    label: str
+    algorithm: str
+    overrides: dict[str, Any]
+    run_dir: Path
+    setting: Setting
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How long an offline run trains and how it is evaluated.
+
+    Attributes:
+        steps: gradient steps.
+        seeds: the seeds, trained at once.
+        episodes: evaluation episodes per seed and grid point.
+        families: the perturbation families swept in the evaluation (none: nominal dynamics only).
+    """
+
+    steps: int
+    seeds: tuple[int, ...]
+    episodes: int
+    families: tuple[str, ...] = ()
+
+
+def seeds_and_steps(profile: Any) -> str:
+    """The console line's account of a profile's size, after its number of runs."""
+    return f" x {len(profile.seeds)} seeds, {profile.steps:,} steps"
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """A benchmark suite: how ``run`` runs one of its profiles.
+
+    Attributes:
+        name: its name on the command line (``drorl benchmark NAME``).
+        profiles: its profiles by name.
+        jobs_of: every job of a profile, given the output directory.
+        run_job: trains (or resumes) and evaluates one job and returns its result; a top-level function, so
+            that a worker process or a Ray task can run it; for a finished job it only reads the result.
+        result_file: the file in a job's run directory whose presence says the job is finished.
+        write_report: writes report.md and the rest from (profile name, profile, jobs, results, out).
+        prepare: makes the profile's datasets ready, once, before jobs (parallel ones too) read them.
+        size: the console line's account of a profile's size, after its number of runs.
+        show: prints the results to the console before the report is written (None: nothing).
+    """
+
+    name: str
+    profiles: dict[str, Any]
+    jobs_of: Callable[[Any, Path], list[Job]]
+    run_job: Callable[[Job], dict[str, Any]]
+    write_report: Callable[[str, Any, list[Job], list[dict], Path], Path]
+    result_file: str = "eval.json"
+    prepare: Callable[[Any, Path], None] = lambda profile, out: None
+    size: Callable[[Any], str] = seeds_and_steps
+    show: Callable[[Console, Any, list[Job], list[dict]], None] | None = None
+
+    def run(self, profile_name: str, out: Path, backend: Backend = Backend(), console: Console | None = None,
+            tasks: Sequence[str] | None = None) -> Path:
+        """Run every job of the profile (only ``tasks``, when given) into ``out`` on ``backend``, skipping
+        finished jobs, and write the report; returns report.md."""
+        if profile_name not in self.profiles:
+            raise DrorlError(f"--profile {profile_name}: expected one of {', '.join(self.profiles)}")
+        console = console or Console()
+        profile = restrict_tasks(self.profiles[profile_name], tasks)
+        out = Path(out)
+        self.prepare(profile, out)
+        jobs = self.jobs_of(profile, out)
+        console.print(f"{self.name}/{profile_name}: {len(jobs)} runs{self.size(profile)}")
+        results = run_items(jobs, self.run_job, backend, done=lambda job: (job.run_dir / self.result_file).is_file(),
+                            description=f"{self.name}/{profile_name}")
+        if self.show is not None:
+            self.show(console, profile, jobs, results)
+        return self.write_report(profile_name, profile, jobs, results, out)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-from rich.console import Console
 
 from drorl.aggregates import aggregate_section
-from drorl.benchmarks.common import (Difference, SeedCurves, fmt, holm_verdicts, missing_tasks_note,
-                                    pooled_seed_sd, resolvable_difference, restrict_tasks, run_jobs,
-                                    load_dataset, prepare_datasets, train_and_evaluate)
-from drorl.errors import DrorlError
+from drorl.benchmarks.common import (Difference, Job, Schedule, SeedCurves, Suite, fmt, holm_verdicts, load_dataset,
+                                    missing_tasks_note, pooled_seed_sd, prepare_datasets, resolvable_difference,
+                                    train_and_evaluate)
 from drorl.health import report_lines
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
 from drorl.plot import plot_robustness
@@ -82,59 +80,49 @@ PROFILES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Job:
-    task: str
+class Setting:
+    """A model-based run's dataset and schedule. Attributes: kind, the dataset's kind; transitions, its size
+    (None: the registry's); out, the benchmark's directory (generated datasets and the shared dynamics
+    ensembles live under it); schedule, the profile's."""
+
     kind: str
-    label: str
-    algorithm: str
-    overrides: dict[str, Any]
-    profile: Profile
+    transitions: int | None
     out: Path
-
-    @property
-    def run_dir(self) -> Path:
-        return self.out / self.task / self.kind / self.label
-
-    def config_overrides(self) -> dict[str, Any]:
-        """The variant's overrides, plus the profile's model and SAC ones at the algorithm's nesting."""
-        model, agent = MODEL_PREFIX[self.algorithm], SAC_PREFIX[self.algorithm]
-        return {**{model + k: v for k, v in self.profile.model.items()},
-                **{agent + k: v for k, v in self.profile.sac.items()}, **self.overrides}
+    schedule: Schedule
 
 
-def run_job(job: Job) -> dict[str, Any]:
+def config_overrides(algorithm: str, profile: Profile, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A variant's overrides, plus the profile's model and SAC ones at the algorithm's nesting."""
+    model, agent = MODEL_PREFIX[algorithm], SAC_PREFIX[algorithm]
+    return {**{model + k: v for k, v in profile.model.items()}, **{agent + k: v for k, v in profile.sac.items()},
+            **overrides}
+
+
+def run_job(job: Job[Setting]) -> dict[str, Any]:
     """Train (or resume) one variant on one dataset for every seed, then evaluate it along the sweeps."""
-    dataset, name = load_dataset(job.task, job.kind, job.profile.transitions, job.out)
-    return train_and_evaluate(job.algorithm, job.config_overrides(), dataset, name, job.task, job.run_dir,
-                              job.profile.steps, job.profile.seeds, job.profile.episodes, job.profile.families,
-                              label=job.label, prepared_dir=job.out / "dynamics")
+    setting, schedule = job.setting, job.setting.schedule
+    dataset, name = load_dataset(job.task, setting.kind, setting.transitions, setting.out)
+    return train_and_evaluate(job.algorithm, job.overrides, dataset, name, job.task, job.run_dir, schedule.steps,
+                              schedule.seeds, schedule.episodes, schedule.families, label=job.label,
+                              prepared_dir=setting.out / "dynamics")
 
 
-def jobs_of(profile: Profile, out: Path) -> list[Job]:
-    return [Job(task, kind, label, algorithm, dict(overrides), profile, out)
+def jobs_of(profile: Profile, out: Path) -> list[Job[Setting]]:
+    schedule = Schedule(profile.steps, profile.seeds, profile.episodes, profile.families)
+    return [Job(task, label, algorithm, config_overrides(algorithm, profile, overrides), out / task / kind / label,
+                Setting(kind, profile.transitions, out, schedule))
             for task in profile.tasks for kind in profile.kinds for label, algorithm, overrides in profile.variants]
 
 
-def run(profile_name: str, out: Path, backend: str = "local", console: Console | None = None,
-        tasks: Sequence[str] | None = None) -> Path:
-    """Run every job of the profile; write ``report.md``, ``results.json`` and one robustness plot per dataset."""
-    if profile_name not in PROFILES:
-        raise DrorlError(f"--profile {profile_name}: expected one of {', '.join(PROFILES)}")
-    console = console or Console()
-    profile = restrict_tasks(PROFILES[profile_name], tasks)
-    out = Path(out)
+def prepare(profile: Profile, out: Path) -> None:
     prepare_datasets(profile.tasks, profile.kinds, profile.transitions, out)
-    jobs = jobs_of(profile, out)
-    console.print(f"model-based/{profile_name}: {len(jobs)} runs x {len(profile.seeds)} seeds, {profile.steps:,} steps")
-    results = run_jobs(jobs, run_job, backend)
-    return write_report(profile_name, profile, jobs, results, out)
 
 
-def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: list[dict], out: Path) -> Path:
+def write_report(profile_name: str, profile: Profile, jobs: list[Job[Setting]], results: list[dict], out: Path) -> Path:
     labels = [label for label, _, _ in profile.variants]
     pairs = [(a, b) for a, b in COMPARISONS if a in labels and b in labels]
-    curves = {(j.task, j.kind, j.label): SeedCurves.from_eval(r) for j, r in zip(jobs, results)}
-    cells = list(dict.fromkeys((j.task, j.kind) for j in jobs))
+    curves = {(j.task, j.setting.kind, j.label): SeedCurves.from_eval(r) for j, r in zip(jobs, results)}
+    cells = list(dict.fromkeys((j.task, j.setting.kind) for j in jobs))
     lines = [f"# Model-based offline RL benchmark ({profile_name})", "",
              "COMBO, DROMO, MOPO and MOPO-auto: the first empirical evaluation of DROMO (its paper has none). "
              f"Seeds {list(profile.seeds)}; {profile.steps:,} updates; {profile.episodes} evaluation episodes per "
@@ -163,10 +151,11 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
                            for pair in pairs for d in [differences[(task, kind), name, pair]]]
             lines.append(f"| {name} | " + " | ".join(fmt(get(curves[task, kind, label])) for label in labels)
                          + " | " + " | ".join(comparisons) + " |")
-        plot = plot_robustness([(j.label, r) for j, r in zip(jobs, results) if (j.task, j.kind) == (task, kind)],
+        plot = plot_robustness([(j.label, r) for j, r in zip(jobs, results)
+                                if (j.task, j.setting.kind) == (task, kind)],
                                out / f"{task}-{kind}.png", title=f"{task}-{kind} ({profile_name})")
         lines += ["", f"![{task}-{kind}]({plot.name})", ""]
-    lines += report_lines((f"{j.task}-{j.kind} {j.label}", j.run_dir) for j in jobs)
+    lines += report_lines((f"{j.task}-{j.setting.kind} {j.label}", j.run_dir) for j in jobs)
     matrices = {label: np.array([curves[task, kind, label].nominal for task, kind in cells]).T for label in labels}
     lines += ["## Across datasets", "", *aggregate_section(matrices, pairs, "the nominal score over every dataset")]
     report = out / "report.md"
@@ -174,3 +163,7 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
     write_json_atomic(out / "results.json", {f"{t}/{k}/{label}": dataclasses.asdict(c)
                                              for (t, k, label), c in curves.items()})
     return report
+
+
+SUITE = Suite("model-based", PROFILES, jobs_of, run_job, write_report, prepare=prepare)
+run = SUITE.run

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from drorl.aggregates import aggregate_section
-from drorl.benchmarks.common import (Difference, SeedCurves, fmt, holm_verdicts, mean_and_ci, missing_tasks_note,
-                                    pooled_seed_sd, resolvable_difference, restrict_tasks, run_jobs,
-                                    load_dataset, prepare_datasets, train_and_evaluate)
+from drorl.benchmarks.common import (Difference, Job, Schedule, SeedCurves, Suite, fmt, holm_verdicts, load_dataset,
+                                    mean_and_ci, missing_tasks_note, pooled_seed_sd, prepare_datasets,
+                                    resolvable_difference, train_and_evaluate)
 from drorl.data.corrupt import reward_noise
-from drorl.errors import DrorlError
 from drorl.health import report_lines
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
 from drorl.plot import plot_score_bars
@@ -78,70 +77,64 @@ PROFILES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Job:
-    task: str
+class Setting:
+    """An OVR run's dataset and schedule. Attributes: kind, the dataset's kind; noise, the standard deviation
+    of the reward noise added to it (0: clean); transitions, its size (None: the registry's); out, the
+    benchmark's directory (a generated dataset lives under it); schedule, the profile's."""
+
     kind: str
     noise: float
-    label: str
-    algorithm: str
-    overrides: dict[str, Any]
-    profile: Profile
+    transitions: int | None
     out: Path
+    schedule: Schedule
 
     @property
     def cell(self) -> str:
         return self.kind + (f" +N(0,{self.noise:g}²)" if self.noise else "")
 
-    @property
-    def run_dir(self) -> Path:
-        noise = f"-noise{self.noise:g}" if self.noise else ""
-        return self.out / self.task / f"{self.kind}{noise}" / self.label.replace(" ", "_").replace("=", "")
 
-
-def run_job(job: Job) -> dict[str, Any]:
+def run_job(job: Job[Setting]) -> dict[str, Any]:
     """Train (or resume) one variant on one dataset for every seed, then score it at nominal dynamics."""
-    dataset, name = load_dataset(job.task, job.kind, job.profile.transitions, job.out)
-    if job.noise:
-        dataset, name = reward_noise(dataset, job.noise, seed=0), f"{name}+reward_noise({job.noise:g})"
+    setting, schedule = job.setting, job.setting.schedule
+    dataset, name = load_dataset(job.task, setting.kind, setting.transitions, setting.out)
+    if setting.noise:
+        dataset, name = reward_noise(dataset, setting.noise, seed=0), f"{name}+reward_noise({setting.noise:g})"
     overrides = dict(job.overrides)
     if job.algorithm == "bcq-ovr":
         overrides.setdefault("reward_scale", float(np.mean(np.abs(dataset.rewards))) or 1.0)
-    return train_and_evaluate(job.algorithm, overrides, dataset, name, job.task, job.run_dir, job.profile.steps,
-                              job.profile.seeds, job.profile.episodes, label=job.label)
+    return train_and_evaluate(job.algorithm, overrides, dataset, name, job.task, job.run_dir, schedule.steps,
+                              schedule.seeds, schedule.episodes, label=job.label)
 
 
-def jobs_of(profile: Profile, out: Path) -> list[Job]:
+def jobs_of(profile: Profile, out: Path) -> list[Job[Setting]]:
     """Every (task, dataset, reward noise, variant) of the profile; control kinds only with clean rewards."""
-    return [Job(task, kind, noise, label, algorithm, dict(overrides), profile, out)
+    schedule = Schedule(profile.steps, profile.seeds, profile.episodes)
+    return [Job(task, label, algorithm, dict(overrides),
+                out / task / (kind + (f"-noise{noise:g}" if noise else "")) / label.replace(" ", "_").replace("=", ""),
+                Setting(kind, noise, profile.transitions, out, schedule))
             for task in profile.tasks for kind in profile.kinds for noise in profile.noise
             if not (noise and kind in profile.clean_only) for label, algorithm, overrides in profile.variants]
 
 
-def run(profile_name: str, out: Path, backend: str = "local", console: Console | None = None,
-        tasks: Sequence[str] | None = None) -> Path:
-    """Run every job of the profile; write ``report.md``, ``results.json`` and one bar chart per task."""
-    if profile_name not in PROFILES:
-        raise DrorlError(f"--profile {profile_name}: expected one of {', '.join(PROFILES)}")
-    console = console or Console()
-    profile = restrict_tasks(PROFILES[profile_name], tasks)
-    out = Path(out)
+def prepare(profile: Profile, out: Path) -> None:
     prepare_datasets(profile.tasks, profile.kinds, profile.transitions, out)
-    jobs = jobs_of(profile, out)
-    console.print(f"ovr/{profile_name}: {len(jobs)} runs x {len(profile.seeds)} seeds, {profile.steps:,} steps")
-    results = run_jobs(jobs, run_job, backend)
+
+
+def show(console: Console, profile: Profile, jobs: list[Job[Setting]], results: list[dict]) -> None:
+    """Per task, a table of every variant's normalised score on every dataset."""
     labels = [label for label, _, _ in profile.variants]
     for task in profile.tasks:
         table = Table(title=f"{task}: normalised score, mean ± 95 % CI over {len(profile.seeds)} seeds")
         for column in ("dataset", *labels):
             table.add_column(column, justify="left" if column == "dataset" else "right")
-        scores = {(j.cell, j.label): SeedCurves.from_eval(r).nominal for j, r in zip(jobs, results) if j.task == task}
+        scores = {(j.setting.cell, j.label): SeedCurves.from_eval(r).nominal
+                  for j, r in zip(jobs, results) if j.task == task}
         for cell in dict.fromkeys(cell for cell, _ in scores):
             table.add_row(cell, *(fmt(scores[cell, label]) for label in labels))
         console.print(table)
-    return write_report(profile_name, profile, jobs, results, out)
 
 
-def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: list[dict], out: Path) -> Path:
+def write_report(profile_name: str, profile: Profile, jobs: list[Job[Setting]], results: list[dict], out: Path) -> Path:
     labels = [label for label, _, _ in profile.variants]
     baseline = labels[0]
     lines = [f"# Variance-regularisation benchmark ({profile_name})", "",
@@ -157,10 +150,11 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
     summary: dict[str, list[float]] = {}
     others = labels[1:]
     scores: dict[tuple[str, str, str], list[float]] = {}
-    cells_of = {task: list(dict.fromkeys(j.cell for j in jobs if j.task == task)) for task in profile.tasks}
+    cells_of = {task: list(dict.fromkeys(j.setting.cell for j in jobs if j.task == task)) for task in profile.tasks}
     for job, res in zip(jobs, results):
-        scores[job.task, job.cell, job.label] = SeedCurves.from_eval(res).nominal
-        summary[f"{job.task}/{job.cell}/{job.label}"] = scores[job.task, job.cell, job.label]
+        key = (job.task, job.setting.cell, job.label)
+        scores[key] = SeedCurves.from_eval(res).nominal
+        summary["/".join(key)] = scores[key]
     keys = [(task, cell, other) for task in profile.tasks for cell in cells_of[task] for other in others]
     differences = {k: Difference.of(scores[k], scores[k[0], k[1], baseline]) for k in keys}
     adjusted = dict(zip(keys, holm_verdicts([differences[k] for k in keys])))
@@ -181,7 +175,7 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
         series = [(label, [mean_and_ci(scores[task, cell, label]) for cell in cells_of[task]]) for label in labels]
         plot = plot_score_bars(cells_of[task], series, out / f"{task}.png", title=f"{task} ({profile_name})")
         lines += ["", f"![{task}]({plot.name})", ""]
-    lines += report_lines((f"{job.task} {job.cell} {job.label}", job.run_dir) for job in jobs)
+    lines += report_lines((f"{job.task} {job.setting.cell} {job.label}", job.run_dir) for job in jobs)
     strata = [(task, cell) for task in profile.tasks for cell in cells_of[task]]
     matrices = {label: np.array([scores[task, cell, label] for task, cell in strata]).T for label in labels}
     lines += ["## Across datasets", "", *aggregate_section(matrices, [(other, baseline) for other in others],
@@ -190,3 +184,7 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
     write_bytes_atomic(report, "\n".join(lines).encode())
     write_json_atomic(out / "results.json", summary)
     return report
+
+
+SUITE = Suite("ovr", PROFILES, jobs_of, run_job, write_report, prepare=prepare, show=show)
+run = SUITE.run

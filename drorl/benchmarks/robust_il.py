@@ -22,8 +22,8 @@ from rich.console import Console
 
 from drorl.aggregates import aggregate_section
 from drorl.algos import be_droil
-from drorl.benchmarks.common import (Difference, SeedCurves, fmt, holm_verdicts, missing_tasks_note,
-                                    restrict_tasks, run_jobs, train_and_evaluate)
+from drorl.benchmarks.common import (Difference, Job, Schedule, SeedCurves, Suite, fmt, holm_verdicts,
+                                    missing_tasks_note, train_and_evaluate)
 from drorl.data.generate import DEFAULT_DEMO_EPISODES
 from drorl.data.registry import resolve
 from drorl.health import report_lines
@@ -98,14 +98,12 @@ PROFILES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Job:
-    task: str
-    label: str
-    algorithm: str
-    overrides: dict[str, Any]
-    profile: Profile
-    run_dir: Path
-    dataset: str  # a registry name, or the path of the profile's own demonstrations
+class Setting:
+    """A robust-imitation run's data and schedule. Attributes: dataset, a registry name or the path of the
+    profile's own demonstrations; schedule, the profile's steps, seeds, episodes and families."""
+
+    dataset: str
+    schedule: Schedule
 
 
 def _dataset_source(profile: Profile, task: str, out: Path) -> str:
@@ -116,14 +114,15 @@ def _dataset_source(profile: Profile, task: str, out: Path) -> str:
     return str(out / "data" / f"{task}-expert-demos-{profile.demo_episodes}.hdf5")
 
 
-def run_job(job: Job) -> dict[str, Any]:
+def run_job(job: Job[Setting]) -> dict[str, Any]:
     """Train (or resume) one algorithm on one task for every seed, then evaluate its sweeps."""
-    dataset, name, _ = resolve(job.dataset, progress=False)
-    return train_and_evaluate(job.algorithm, job.overrides, dataset, name, job.task, job.run_dir, job.profile.steps,
-                              job.profile.seeds, job.profile.episodes, job.profile.families, job.label)
+    dataset, name, _ = resolve(job.setting.dataset, progress=False)
+    schedule = job.setting.schedule
+    return train_and_evaluate(job.algorithm, job.overrides, dataset, name, job.task, job.run_dir, schedule.steps,
+                              schedule.seeds, schedule.episodes, schedule.families, job.label)
 
 
-def _prepare_datasets(profile: Profile, out: Path) -> None:
+def prepare(profile: Profile, out: Path) -> None:
     """Generate the demonstrations once, before jobs (possibly parallel ones) read them."""
     from drorl.data.generate import generate
     from drorl.data.hdf5 import write_hdf5
@@ -137,28 +136,19 @@ def _prepare_datasets(profile: Profile, out: Path) -> None:
             write_hdf5(generate(task, "expert-demos", episodes=profile.demo_episodes, seed=0, progress=False), path)
 
 
-def run(profile_name: str, out: Path, backend: str = "local", console: Console | None = None,
-        tasks: Sequence[str] | None = None) -> Path:
-    """Run every job of the profile and write ``report.md``, ``results.json`` and one PNG per task.
-
-    Also prints, per task, a table of mean return against perturbation value for every variant.
-    """
-    from drorl.errors import DrorlError
-
-    if profile_name not in PROFILES:
-        raise DrorlError(f"--profile {profile_name}: expected one of {', '.join(PROFILES)}")
-    console = console or Console()
-    profile = restrict_tasks(PROFILES[profile_name], tasks)
-    out = Path(out)
-    _prepare_datasets(profile, out)
-    jobs = [Job(task, label, algorithm, overrides(task) if callable(overrides) else dict(overrides), profile,
-                out / task / label.replace(" ", "_").replace("=", ""), _dataset_source(profile, task, out))
+def jobs_of(profile: Profile, out: Path) -> list[Job[Setting]]:
+    """Every (task, variant) of the profile; DR-BC's overrides are its published ones for the task."""
+    schedule = Schedule(profile.steps, profile.seeds, profile.episodes, profile.families)
+    return [Job(task, label, algorithm, overrides(task) if callable(overrides) else dict(overrides),
+                out / task / label.replace(" ", "_").replace("=", ""),
+                Setting(_dataset_source(profile, task, out), schedule))
             for task in profile.tasks for label, algorithm, overrides in profile.variants]
-    console.print(f"robust-il/{profile_name}: {len(jobs)} runs x {len(profile.seeds)} seeds, {profile.steps:,} steps")
-    results = run_jobs(jobs, run_job, backend)
+
+
+def show(console: Console, profile: Profile, jobs: list[Job], results: list[dict]) -> None:
+    """Per task, a table of mean return against perturbation value for every variant."""
     for task in profile.tasks:
         console.print(comparison_table([(j.label, r) for j, r in zip(jobs, results) if j.task == task]))
-    return write_report(profile_name, profile, jobs, results, out)
 
 
 REFERENCE = "BE-DROIL"
@@ -239,3 +229,7 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
     write_bytes_atomic(report, "\n".join(lines).encode())
     write_json_atomic(out / "results.json", summary)
     return report
+
+
+SUITE = Suite("robust-il", PROFILES, jobs_of, run_job, write_report, prepare=prepare, show=show)
+run = SUITE.run

@@ -20,18 +20,18 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from rich.console import Console
 
+from drorl.aggregates import aggregate_section
 from drorl.algos import dsrl
-from drorl.benchmarks.common import fmt, restrict_tasks, run_jobs
+from drorl.benchmarks.common import Job, Suite, fmt
 from drorl.envs import safety
-from drorl.errors import DrorlError
 from drorl.io_utils import atomic_path, write_bytes_atomic, write_json_atomic
 from drorl.online import OnlineSettings, train_online
 
 METHODS = (("DDPG", {"layer": "none"}), ("nominal layer", {"layer": "nominal"}), ("DSRL", {"layer": "robust"}))
 METRICS = ("returns", "reached", "violated", "violating_fraction")
 HEAVY_TAIL_DF = 1.5
+RESULT_FILE = "safety_eval.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,17 +67,21 @@ def families(radius: float) -> dict[str, safety.Disturbance]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Job:
-    task: str
-    label: str
-    overrides: dict[str, Any]
+class Setting:
+    """A safety run's seed and the profile's sizes. Attributes: seed; env_steps and start_steps of the online
+    run; episodes per test family; radius, the rho_d the test families are scaled by; networks, the actor's
+    and critic's hidden widths."""
+
     seed: int
-    profile: Profile
-    run_dir: Path
+    env_steps: int
+    start_steps: int
+    episodes: int
+    radius: float
+    networks: tuple[int, ...]
 
 
-def _config(job: Job) -> dsrl.Config:
-    config = dsrl.Config(ddpg=dataclasses.replace(dsrl.Config().ddpg, hidden_dims=job.profile.networks))
+def _config(job: Job[Setting]) -> dsrl.Config:
+    config = dsrl.Config(ddpg=dataclasses.replace(dsrl.Config().ddpg, hidden_dims=job.setting.networks))
     return dataclasses.replace(config, **job.overrides)
 
 
@@ -94,17 +98,18 @@ def evaluate(state: dsrl.State, task: safety.SafetyTask, disturbances: dict[str,
     return {name: episodes_under(state, *d.parameters) for name, d in disturbances.items()}
 
 
-def run_job(job: Job) -> dict[str, Any]:
+def run_job(job: Job[Setting]) -> dict[str, Any]:
     """Train (or resume) one method on one task and seed, then evaluate every family (kept on disk)."""
-    path = job.run_dir / "safety_eval.json"
+    path = job.run_dir / RESULT_FILE
     if path.is_file():
         return json.loads(path.read_text())
-    settings = OnlineSettings(env_steps=job.profile.env_steps, seed=job.seed, start_steps=job.profile.start_steps,
-                              eval_every=0, checkpoint_every=job.profile.env_steps)
-    state, _ = train_online("dsrl", job.task, job.run_dir, settings, _config(job), progress=False)
+    setting = job.setting
+    settings = OnlineSettings(env_steps=setting.env_steps, seed=setting.seed, start_steps=setting.start_steps,
+                              eval_every=0, checkpoint_every=setting.env_steps)
+    state, _ = train_online(job.algorithm, job.task, job.run_dir, settings, _config(job), progress=False)
     task = safety.get_safety_task(job.task)
     # the test families are the profile's for every method, the sweep's radii included
-    under = evaluate(state, task, families(job.profile.radius), job.profile.episodes, job.seed)
+    under = evaluate(state, task, families(setting.radius), setting.episodes, setting.seed)
     result: dict[str, Any] = {name: {metric: float(jnp.mean(getattr(episodes, metric))) for metric in METRICS}
                               for name, episodes in under.items()}
     result["trajectory"] = np.asarray(under["shift beyond"].positions[0]).tolist()
@@ -112,31 +117,26 @@ def run_job(job: Job) -> dict[str, Any]:
     return result
 
 
-def _jobs(profile: Profile, out: Path) -> list[Job]:
+def jobs_of(profile: Profile, out: Path) -> list[Job[Setting]]:
+    """Every (task, method, seed), then DSRL at each radius of the sweep on the first task."""
+    def setting(seed: int) -> Setting:
+        return Setting(seed, profile.env_steps, profile.start_steps, profile.episodes, profile.radius,
+                       profile.networks)
+
     variants = [(label, overrides) for label, overrides in METHODS]
-    jobs = [Job(task, label, overrides, seed, profile, out / task / label.replace(" ", "_") / f"s{seed}")
+    jobs = [Job(task, label, "dsrl", overrides, out / task / label.replace(" ", "_") / f"s{seed}", setting(seed))
             for task in profile.tasks for label, overrides in variants for seed in profile.seeds]
-    jobs += [Job(profile.tasks[0], f"DSRL rho={r:g}", {"layer": "robust", "radius": r}, seed, profile,
-                 out / profile.tasks[0] / f"DSRL_rho{r:g}" / f"s{seed}")
+    jobs += [Job(profile.tasks[0], f"DSRL rho={r:g}", "dsrl", {"layer": "robust", "radius": r},
+                 out / profile.tasks[0] / f"DSRL_rho{r:g}" / f"s{seed}", setting(seed))
              for r in profile.radius_sweep for seed in profile.seeds]
     return jobs
 
 
-def run(profile_name: str, out: Path, backend: str = "local", console: Console | None = None,
-        tasks: Sequence[str] | None = None) -> Path:
-    """Run every job of the profile and write ``report.md``, ``results.json`` and the pictures."""
-    if profile_name not in PROFILES:
-        raise DrorlError(f"--profile {profile_name}: expected one of {', '.join(PROFILES)}")
-    console = console or Console()
-    profile = restrict_tasks(PROFILES[profile_name], tasks)
-    out = Path(out)
-    jobs = _jobs(profile, out)
-    console.print(f"safety/{profile_name}: {len(jobs)} runs, {profile.env_steps:,} env steps each")
-    results = run_jobs(jobs, run_job, backend)
-    return write_report(profile_name, profile, jobs, results, out)
+def env_steps(profile: Profile) -> str:
+    return f", {profile.env_steps:,} env steps each"
 
 
-def _by_label(jobs: list[Job], results: list[dict], task: str) -> dict[str, list[dict]]:
+def _by_label(jobs: list[Job[Setting]], results: list[dict], task: str) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {}
     for job, result in zip(jobs, results):
         if job.task == task:
@@ -193,7 +193,33 @@ def _plot_tradeoff(grouped: dict[str, list[dict]], radii: Sequence[float], base:
     return target
 
 
-def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: list[dict], out: Path) -> Path:
+REFERENCE = "DSRL"
+# the aggregates' scores, per seed and test family: returns have no reference scale on these tasks, so the scores
+# are rates on 0-100 where 100 is best (the optimality gap of the first is then the violation rate)
+AGGREGATE_SCORES = (("safe-episode rate", lambda family: 100.0 * (1.0 - family["violated"])),
+                    ("goal rate", lambda family: 100.0 * family["reached"]))
+
+
+def _aggregate_lines(profile: Profile, jobs: list[Job[Setting]], results: list[dict]) -> list[str]:
+    """IQM and friends of each AGGREGATE_SCORES score over every task and test family (the strata; the seeds
+    are the runs) for the methods run on every task, and DSRL's probability of improvement over each other."""
+    names = list(families(profile.radius))
+    grouped = {task: _by_label(jobs, results, task) for task in profile.tasks}
+    labels = [label for label in grouped[profile.tasks[0]] if all(label in grouped[t] for t in profile.tasks)]
+    pairs = [(REFERENCE, label) for label in labels if label != REFERENCE] if REFERENCE in labels else []
+    lines = ["## Across tasks and test families", "",
+             "Returns have no reference scale on these tasks, so the aggregates use two rates already on 0-100 "
+             "with 100 the best: the safe-episode rate (100 minus the violation rate; its optimality gap is the "
+             "mean violation rate) and the goal rate; a task's test families are its strata.", ""]
+    for title, score in AGGREGATE_SCORES:
+        matrices = {label: np.array([[score(r[name]) for r in grouped[task][label]]
+                                     for task in profile.tasks for name in names]).T for label in labels}
+        lines += aggregate_section(matrices, pairs, f"the {title} (%) over every task and test family")
+    return lines
+
+
+def write_report(profile_name: str, profile: Profile, jobs: list[Job[Setting]], results: list[dict],
+                 out: Path) -> Path:
     names = list(families(profile.radius))
     lines = [f"# Distributionally safe RL benchmark ({profile_name})", "",
              f"Seeds {list(profile.seeds)}; {profile.env_steps:,} env steps of online training under the nominal "
@@ -221,7 +247,12 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
         if task == profile.tasks[0] and profile.radius_sweep:
             curve = _plot_tradeoff(grouped, sorted([profile.radius, *profile.radius_sweep]), profile.radius, out)
             lines += [f"![rho_d trade-off]({curve.name})", ""]
+    lines += _aggregate_lines(profile, jobs, results)
     report = out / "report.md"
     write_bytes_atomic(report, "\n".join(lines).encode())
     write_json_atomic(out / "results.json", summary)
     return report
+
+
+SUITE = Suite("safety", PROFILES, jobs_of, run_job, write_report, result_file=RESULT_FILE, size=env_steps)
+run = SUITE.run

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from rich.console import Console
 
 from drorl.aggregates import aggregate_section
-from drorl.benchmarks.common import (Difference, fmt, holm_verdicts, mean_and_ci, missing_tasks_note,
-                                    pooled_seed_sd, resolvable_difference, restrict_tasks, run_jobs,
-                                    load_dataset, prepare_datasets, train_and_evaluate)
+from drorl.benchmarks.common import (Difference, Job, Schedule, Suite, fmt, holm_verdicts, load_dataset, mean_and_ci,
+                                    missing_tasks_note, pooled_seed_sd, prepare_datasets, resolvable_difference,
+                                    train_and_evaluate)
 from drorl.errors import DrorlError
 from drorl.health import report_lines
 from drorl.io_utils import atomic_path, write_bytes_atomic, write_json_atomic
@@ -171,36 +170,34 @@ def is_discrete(task: str) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class Job:
-    task: str
+class Setting:
+    """A Stackelberg-suite run's dataset and schedule. Attributes: coverage, a COVERAGES name; transitions, the
+    dataset's size (None: the registry's); out, the benchmark's directory (generated datasets live under it);
+    schedule, the profile's (its continuous steps on a continuous task)."""
+
     coverage: str
-    label: str
-    algorithm: str
-    overrides: dict[str, Any]
-    profile: Profile
+    transitions: int | None
     out: Path
+    schedule: Schedule
 
-    @property
-    def run_dir(self) -> Path:
-        slug = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in self.label)
-        return self.out / self.task / self.coverage.replace("%", "pct") / slug
 
-    @property
-    def steps(self) -> int:
-        return self.profile.steps if is_discrete(self.task) else self.profile.continuous_steps or self.profile.steps
+def network_overrides(profile: Profile, algorithm: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The profile's network widths and batch size at the algorithm's keys, then the method's own overrides."""
+    shared: dict[str, Any] = {}
+    if profile.networks is not None:
+        shared |= {key: profile.networks for key in NETWORK_KEYS[algorithm]}
+    if profile.batch_size is not None:
+        shared[BATCH_KEY[algorithm]] = profile.batch_size
+    return shared | overrides
 
-    def config_overrides(self, dataset: Any) -> dict[str, Any]:
-        """The profile's network widths and batch size at the algorithm's keys, the method's own overrides,
-        and for StackelbergLearner the reward scale c = the data's mean |r| (the spec: lambda trades
-        squared-reward units against return units, so rewards are normalised; CartPole's is 1)."""
-        overrides: dict[str, Any] = {}
-        if self.profile.networks is not None:
-            overrides |= {key: self.profile.networks for key in NETWORK_KEYS[self.algorithm]}
-        if self.profile.batch_size is not None:
-            overrides[BATCH_KEY[self.algorithm]] = self.profile.batch_size
-        if self.algorithm == "stackelberg":
-            overrides["reward_scale"] = float(np.mean(np.abs(dataset.rewards))) or 1.0
-        return overrides | self.overrides
+
+def config_overrides(job: Job[Setting], dataset: Any) -> dict[str, Any]:
+    """The job's overrides and, for StackelbergLearner, the reward scale c = the data's mean |r| unless the
+    method sets it (the spec: lambda trades squared-reward units against return units, so rewards are
+    normalised; CartPole's is 1)."""
+    if job.algorithm != "stackelberg":
+        return job.overrides
+    return {"reward_scale": float(np.mean(np.abs(dataset.rewards))) or 1.0} | job.overrides
 
 
 def coverage_dataset(dataset: Any, name: str, kind: str, coverage: Coverage) -> tuple[Any, str]:
@@ -217,17 +214,23 @@ def coverage_dataset(dataset: Any, name: str, kind: str, coverage: Coverage) -> 
     return dataset, name
 
 
-def run_job(job: Job) -> dict[str, Any]:
+def run_job(job: Job[Setting]) -> dict[str, Any]:
     """Train (or resume) one method on one dataset at one coverage level for every seed, then evaluate it."""
+    setting, schedule = job.setting, job.setting.schedule
     env, kind = split_task(job.task)
-    dataset, name = load_dataset(env, kind, job.profile.transitions, job.out)
-    dataset, name = coverage_dataset(dataset, name, kind, COVERAGES[job.coverage])
-    result = train_and_evaluate(job.algorithm, job.config_overrides(dataset), dataset, name, env, job.run_dir,
-                                job.steps, job.profile.seeds, job.profile.episodes, label=job.label)
+    dataset, name = load_dataset(env, kind, setting.transitions, setting.out)
+    dataset, name = coverage_dataset(dataset, name, kind, COVERAGES[setting.coverage])
+    result = train_and_evaluate(job.algorithm, config_overrides(job, dataset), dataset, name, env, job.run_dir,
+                                schedule.steps, schedule.seeds, schedule.episodes, label=job.label)
     return result | {"rows": len(dataset), "episodes_in_data": dataset.num_episodes}
 
 
-def jobs_of(profile: Profile, out: Path) -> list[Job]:
+def run_dir_of(out: Path, task: str, coverage: str, label: str) -> Path:
+    slug = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in label)
+    return out / task / coverage.replace("%", "pct") / slug
+
+
+def jobs_of(profile: Profile, out: Path) -> list[Job[Setting]]:
     """Every (dataset, coverage level, method): CartPole datasets at each of the profile's coverage levels
     with the discrete methods, other datasets at full coverage with the continuous ones."""
     jobs = []
@@ -235,7 +238,10 @@ def jobs_of(profile: Profile, out: Path) -> list[Job]:
         discrete = is_discrete(task)
         coverages = profile.coverages if discrete else ("full",)
         methods = profile.methods if discrete else profile.continuous_methods
-        jobs += [Job(task, coverage, label, algorithm, dict(overrides), profile, out)
+        steps = profile.steps if discrete else profile.continuous_steps or profile.steps
+        schedule = Schedule(steps, profile.seeds, profile.episodes)
+        jobs += [Job(task, label, algorithm, network_overrides(profile, algorithm, overrides),
+                     run_dir_of(out, task, coverage, label), Setting(coverage, profile.transitions, out, schedule))
                  for coverage in coverages for label, algorithm, overrides in methods]
     return jobs
 
@@ -257,23 +263,12 @@ def check_profile(profile: Profile) -> None:
             raise DrorlError(f"{label}: algorithm {algorithm} has no entry in NETWORK_KEYS")
 
 
-def run(profile_name: str, out: Path, backend: str = "local", console: Console | None = None,
-        tasks: Sequence[str] | None = None) -> Path:
-    """Run every job of the profile; write ``report.md``, ``results.json`` and one plot per dataset."""
-    if profile_name not in PROFILES:
-        raise DrorlError(f"--profile {profile_name}: expected one of {', '.join(PROFILES)}")
-    console = console or Console()
-    profile = restrict_tasks(PROFILES[profile_name], tasks)
+def prepare(profile: Profile, out: Path) -> None:
+    """Check the profile, then make its datasets ready."""
     check_profile(profile)
-    out = Path(out)
     for task in profile.tasks:
         env, kind = split_task(task)
         prepare_datasets([env], [kind], profile.transitions, out)
-    jobs = jobs_of(profile, out)
-    console.print(f"stackelberg/{profile_name}: {len(jobs)} runs x {len(profile.seeds)} seeds, "
-                  f"{profile.steps:,} steps")
-    results = run_jobs(jobs, run_job, backend)
-    return write_report(profile_name, profile, jobs, results, out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,7 +302,7 @@ def final_metrics(run_dir: Path) -> dict[str, float]:
     return {k: float(np.mean([line[k] for line in last])) for k in keys}
 
 
-def diagnostic_lines(jobs: list[Job]) -> list[str]:
+def diagnostic_lines(jobs: list[Job[Setting]]) -> list[str]:
     """The StackelbergLearner-family runs' state at the end of training, beside their scores: whether the
     follower's pessimistic value and kernel loss settled, how the leader's two terms compare, whether CG
     met negative curvature, and whether the policy collapsed onto one action."""
@@ -319,7 +314,8 @@ def diagnostic_lines(jobs: list[Job]) -> list[str]:
         if not m:
             continue
         ratio = m.get("leader_stackelberg_norm", 0.0) / max(m.get("leader_partial_norm", 0.0), 1e-12)
-        rows.append(f"| {job.task} | {job.coverage} | {job.label} | {m.get('initial_value', float('nan')):.3f} | "
+        rows.append(f"| {job.task} | {job.setting.coverage} | {job.label} | "
+                    f"{m.get('initial_value', float('nan')):.3f} | "
                     f"{m.get('kernel_loss', float('nan')):.3g} | {ratio:.3g} | "
                     f"{m.get('cg_negative_curvature', 0.0):.2f} | {m.get('policy_entropy', float('nan')):.3f} |")
     if not rows:
@@ -361,9 +357,10 @@ def plot_coverage(task: str, coverages: Sequence[str], series: dict[str, list[tu
     return target
 
 
-def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: list[dict], out: Path) -> Path:
-    scores = {(j.task, j.coverage, j.label): CellScores.from_eval(r) for j, r in zip(jobs, results)}
-    cells = list(dict.fromkeys((j.task, j.coverage) for j in jobs))
+def write_report(profile_name: str, profile: Profile, jobs: list[Job[Setting]], results: list[dict],
+                 out: Path) -> Path:
+    scores = {(j.task, j.setting.coverage, j.label): CellScores.from_eval(r) for j, r in zip(jobs, results)}
+    cells = list(dict.fromkeys((j.task, j.setting.coverage) for j in jobs))
     labels_of = {task: list(dict.fromkeys(j.label for j in jobs if j.task == task)) for task in profile.tasks}
     pairs_of = {task: [(STACKELBERG, other) for other in labels if other != STACKELBERG]
                 for task, labels in labels_of.items() if STACKELBERG in labels}
@@ -423,9 +420,13 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
         what = ("the normalised score (0 = random, 100 = the zoo's expert) over every CartPole dataset and "
                 "coverage level" if discrete else "the normalised score on the continuous datasets")
         lines += aggregate_section(matrices, pairs, what)
-    lines += report_lines((f"{j.task} {j.coverage} {j.label}", j.run_dir) for j in jobs)
+    lines += report_lines((f"{j.task} {j.setting.coverage} {j.label}", j.run_dir) for j in jobs)
     report = out / "report.md"
     write_bytes_atomic(report, "\n".join(lines).encode())
     write_json_atomic(out / "results.json", {f"{t}/{c}/{label}": dataclasses.asdict(s)
                                              for (t, c, label), s in scores.items()})
     return report
+
+
+SUITE = Suite("stackelberg", PROFILES, jobs_of, run_job, write_report, prepare=prepare)
+run = SUITE.run
