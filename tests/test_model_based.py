@@ -4,6 +4,7 @@ An untrained ensemble on hopper's shapes stands in for a trained one: its predic
 rollouts cross hopper's health limits and terminate, which is what these tests need.
 """
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -174,6 +175,30 @@ def test_the_benchmark_profiles_are_well_formed(tmp_path):
              for j in suite.jobs_of(suite.PROFILES["smoke"], tmp_path)}
     assert smoke["DROMO-strict"].variance == "strict" and smoke["DROMO-strict"].combo.sac.batch_size == 32
     assert smoke["MOPO-auto"].mopo.model.rollout_batch_size == 100 and smoke["COMBO"].model.dynamics.max_epochs == 3
+
+
+def test_the_public_per_dataset_settings_reach_each_algorithms_nesting(tmp_path):
+    """COMBO's beta and horizon and MOPO's horizon and lambda follow the published per-dataset tables at each
+    algorithm's nesting; a profile's own overrides win over them, and a profile may turn them off."""
+    def configs(profile):
+        return {(j.task, j.setting.kind, j.label): replace_config(algos.get(j.algorithm, "offline").Config(),
+                                                                 j.overrides)
+                for j in suite.jobs_of(profile, tmp_path)}
+
+    paper = configs(suite.PROFILES["paper"])
+    assert paper["walker2d", "medium-replay", "MOPO"].model.horizon == 1
+    assert paper["walker2d", "medium-replay", "MOPO"].penalty_weight == 1.0
+    assert paper["hopper", "medium", "MOPO-auto"].mopo.penalty_weight == 5.0
+    assert paper["halfcheetah", "medium-expert", "MOPO-auto"].mopo.model.horizon == 5
+    assert paper["halfcheetah", "medium", "DROMO"].combo.beta == 0.5 and paper["hopper", "medium", "COMBO"].beta == 5.0
+    assert paper["walker2d", "medium", "DROMO-strict"].combo.model.horizon == 1
+    assert paper["walker2d", "medium", "DROMO-strict"].variance == "strict"
+    assert paper["hopper", "medium-replay", "COMBO"].beta == 0.5 and paper["hopper", "medium", "COMBO"].model.horizon == 5
+    pinned = dataclasses.replace(suite.PROFILES["paper"], model={"horizon": 3}, combo={"beta": 2.0})
+    assert configs(pinned)["walker2d", "medium", "COMBO"].model.horizon == 3
+    assert configs(pinned)["halfcheetah", "medium", "DROMO"].combo.beta == 2.0
+    off = configs(dataclasses.replace(suite.PROFILES["paper"], public_settings=False))
+    assert off["walker2d", "medium-replay", "MOPO"] == mopo.Config()
 
 
 def _critic_batch(n_real: int = 4, n_model: int = 4) -> dict:
