@@ -140,8 +140,10 @@ def test_mopo_penalties_and_the_sign_of_j_lambda():
     exceeds delta (trap 2: the reverse of SAC's temperature)."""
     model = hopper_model().replace(elites=jnp.array([2, 0]))
     std = jax.random.uniform(jax.random.PRNGKey(0), (3, 5, OBS_DIM + 1), minval=0.01, maxval=2.0)
-    expected = np.max(np.linalg.norm(np.asarray(std)[[2, 0]], axis=-1), axis=0)
+    std = std.at[1].set(3.0)  # member 1, not an elite, is the most uncertain: MOPO's max still sees it
+    expected = np.max(np.linalg.norm(np.asarray(std), axis=-1), axis=0)
     np.testing.assert_allclose(mopo.max_std_penalty(model, {"std": std}), expected, rtol=1e-6)
+    assert np.all(expected > np.max(np.linalg.norm(np.asarray(std)[[2, 0]], axis=-1), axis=0))
 
     penalty = mopo_auto.entropy_penalty(reference_std=0.25)
     small = {"normalised_std": jnp.full((3, 5, OBS_DIM + 1), 0.01)}
@@ -149,6 +151,8 @@ def test_mopo_penalties_and_the_sign_of_j_lambda():
     np.testing.assert_array_equal(penalty(model, small), 0.0)  # ... is no bonus
     large = {"normalised_std": std.at[0].set(1.0)}  # member 0, an elite, at the data's own spread
     h_ref = 0.5 * (OBS_DIM + 1) * (1 + np.log(2 * np.pi * 0.25**2))
+    every_member = np.maximum(np.max(np.asarray(mopo_auto.gaussian_entropy(std)), axis=0) - h_ref, 0.0)
+    np.testing.assert_allclose(penalty(model, {"normalised_std": std}), every_member, rtol=1e-5)
     assert np.all(np.asarray(penalty(model, large)) >= 0.5 * (OBS_DIM + 1) * (1 + np.log(2 * np.pi)) - h_ref - 1e-4)
 
     weight = TrainState.create(jnp.zeros(()), optax.sgd(0.1))

@@ -4,14 +4,17 @@ SAC (drorl.algos.sac: its critic loss, entropy backup, actor and temperature) on
 real rows with model rollouts (drorl.algos.model_based) whose rewards are penalised by the model's
 uncertainty:
 
-    r~(s, a) = r^(s, a) - lambda u(s, a),   u = max over elites m of ||sigma_m(s, a)||_2
+    r~(s, a) = r^(s, a) - lambda u(s, a),   u = max over members m of ||sigma_m(s, a)||_2
 
 (the norm over the predicted standard deviations of (s' - s, r) in raw units, as MOPO's code; the
-DROMO paper's Section 2.3). The penalty is stored with each model row when it is rolled out and
-applied when the row is trained on; real rows are not penalised. Public defaults (OfflineRL-Kit):
-real ratio 0.05, 2 x 256 networks, actor lr 1e-4, critic lr 3e-4, h and lambda per task (hopper-medium
+DROMO paper's Section 2.3). The maximum runs over every member of the ensemble, as in MOPO's Eq. for u
+(i = 1..N) and its authors' code (``fake_env.py`` takes it over all networks' predictions; the elites
+only choose which member a rollout samples from); the spec's "max over elites" is not what they run.
+The penalty is stored with each model row when it is rolled out and applied when the row is trained on;
+real rows are not penalised. Public defaults (OfflineRL-Kit): real ratio 0.05, 2 x 256 networks, actor lr 1e-4, critic lr 3e-4, h and lambda per task (hopper-medium
 5 and 5, halfcheetah-medium 1 and 0.5, walker2d-medium 5 and 0.5): drorl's defaults are h = 5 and
-lambda = 1.
+lambda = 1; its model-based suite sets them per dataset from MOPO's authors' table
+(``drorl.benchmarks.model_based.public_settings``).
 """
 
 from __future__ import annotations
@@ -52,8 +55,9 @@ def init(config: Config, spec: Spec, key: jax.Array) -> State:
 
 
 def max_std_penalty(model: dynamics.Model, info: dict) -> jnp.ndarray:
-    """u(s, a) = max over elites of ||sigma_m(s, a)||_2 (MOPO's max-std uncertainty, raw units) [B]."""
-    return jnp.max(jnp.linalg.norm(info["std"][model.elites], axis=-1), axis=0)
+    """u(s, a) = max over every member m of ||sigma_m(s, a)||_2 (MOPO's max-std uncertainty, raw units) [B]."""
+    del model  # every member counts, elites or not
+    return jnp.max(jnp.linalg.norm(info["std"], axis=-1), axis=0)
 
 
 def penalised_rewards(rewards: jnp.ndarray, penalty: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:

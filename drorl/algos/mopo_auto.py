@@ -13,7 +13,7 @@ corrections name, and drorl's choices:
 - The differential entropy H = 1/2 sum_i (1 + log 2 pi sigma_i^2) is negative for sigma_i < 0.242, so
   r - lambda H is a bonus that depends on the units. drorl takes sigma of the standardised targets
   (each dimension of (s' - s, r) has spread 1 in the data; ``info["normalised_std"]``), the member of
-  highest entropy among the elites (like MOPO's max over elites), and penalises only the entropy
+  highest entropy among all members (like MOPO's max over the ensemble), and penalises only the entropy
   above that of a Gaussian with standardised std ``reference_std`` in every dimension:
   u = max(0, max_m H_m(s, a) - H_ref). The default 0.25 is about twice a well-fitted model's std on
   the data, so in-distribution rows go unpenalised.
@@ -85,10 +85,11 @@ def gaussian_entropy(std: jnp.ndarray) -> jnp.ndarray:
 
 
 def entropy_penalty(reference_std: float):
-    """u(s, a) = max(0, max over elites of H_m(s, a) - H_ref), on standardised targets."""
+    """u(s, a) = max(0, max over every member of H_m(s, a) - H_ref), on standardised targets."""
 
     def penalty(model: dynamics.Model, info: dict) -> jnp.ndarray:
-        entropy = jnp.max(gaussian_entropy(info["normalised_std"][model.elites]), axis=0)
+        del model  # every member counts, elites or not
+        entropy = jnp.max(gaussian_entropy(info["normalised_std"]), axis=0)
         reference = gaussian_entropy(jnp.full(info["normalised_std"].shape[-1], reference_std))
         return jnp.maximum(entropy - reference, 0.0)
 

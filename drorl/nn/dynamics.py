@@ -241,7 +241,7 @@ def predict(model: Model, obs: jnp.ndarray, actions: jnp.ndarray, key: jax.Array
     Gaussian. ``info`` holds every member's prediction of the target (s' - s, r) as ``mean`` and ``std``
     [E, B, obs_dim + 1] in raw units, ``normalised_std`` (the same in standardised target units: what
     an entropy penalty should use, spec Corrections) and ``member`` [B] (the elite each row used).
-    MOPO's penalty is the max over elites of ||std||_2: ``norm(info["std"][model.elites], axis=-1).max(0)``.
+    MOPO's penalty is the max over every member of ||std||_2: ``norm(info["std"], axis=-1).max(0)``.
     """
     config = model.config
     mean, logvar = jax.vmap(_member_forward, in_axes=(None, 0, None))(config, model.params,
