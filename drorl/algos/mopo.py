@@ -13,8 +13,8 @@ only choose which member a rollout samples from); the spec's "max over elites" i
 The penalty is stored with each model row when it is rolled out and applied when the row is trained on;
 real rows are not penalised. Public defaults (OfflineRL-Kit): real ratio 0.05, 2 x 256 networks, actor
 lr 1e-4, critic lr 3e-4, h and lambda per task (hopper-medium 5 and 5, halfcheetah-medium 1 and 0.5,
-walker2d-medium 5 and 0.5): drorl's defaults are h = 5 and lambda = 1; its model-based suite sets them per dataset from MOPO's authors' table
-(``drorl.benchmarks.model_based.public_settings``).
+walker2d-medium 5 and 0.5): drorl's defaults are h = 5 and lambda = 1; its model-based suite sets them
+per dataset from MOPO's authors' table (``drorl.benchmarks.model_based.public_settings``).
 """
 
 from __future__ import annotations
