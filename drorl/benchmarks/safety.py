@@ -63,10 +63,13 @@ class Profile:
 
 PROFILES = {
     "smoke": Profile(("safe-unicycle",), (0,), env_steps=300, start_steps=200, episodes=4, networks=(16, 16)),
-    # sized for the issue's 15 minutes on 2 cores: 2 seeds x 4 methods x 6k updates on 64-wide networks (a
-    # DSRL margin run measured 59 CPU-seconds)
+    # sized for the issue's 15 minutes on 2 cores: 2 seeds x 4 methods x 6k updates on 64-wide networks
     "quick": Profile(("safe-unicycle",), (0, 1), env_steps=6_000, start_steps=1_000, episodes=20,
-                     networks=(64, 64)),
+                     networks=(64, 64), design=(
+                         "Quick look: the unicycle, the four methods, 2 seeds x 6,000 env steps on 64-wide "
+                         "networks, 20 episodes per test family; measured 483 CPU-seconds (9 minutes on the "
+                         "loaded 2-core machine). Two seeds resolve no difference (t(0.975, 1) = 12.7): the "
+                         "full profile answers the claim.")),
     # sized from 2,000-env-step runs (one update per step, 256-wide networks, batch 256) timed with
     # /usr/bin/time on the shared 2-core machine and extrapolated linearly, compilation included
     "full": Profile(("safe-unicycle", "safe-double-integrator", "safe-quadcopter"), (0, 1, 2, 3, 4),
@@ -88,7 +91,11 @@ PROFILES = {
                         "t(0.975, 8) sqrt(2/5) s = 1.46 s, s the per-seed standard deviation. Its binomial floor "
                         "sqrt(p (1 - p) / 100) puts that at 7.3 percentage points at a violation rate p of 50 %, "
                         "5.8 at 20 % and 3.2 at 5 %; a between-seed spread of 10 points raises the 50 % figure "
-                        "to 16.")),
+                        "to 16. The quick profile's pilot (2 seeds, 20 episodes) under the shift beyond gave per-"
+                        "seed standard deviations of 14 points for DDPG, 3.5 for the nominal layer and 0 for both "
+                        "DSRLs (violation rates 0-5 % for the layered methods): at those spreads 5 seeds resolve "
+                        "about 21 points between DDPG and a layered method and about 4 between two layered ones, "
+                        "the size of the differences the layered methods' low rates leave room for.")),
 }
 
 
