@@ -132,8 +132,8 @@ def test_ovr_verdict_profile_runs_random_only_with_clean_rewards(tmp_path):
 
 @pytest.mark.slow
 def test_safety_smoke_report_carries_the_aggregates(tmp_path):
-    """The smoke profile end to end (about 80 CPU-seconds on the 2-core machine: each method compiles its
-    online training, about 17 s, and its evaluation rollouts, about 10 s)."""
+    """The smoke profile end to end (DDPG and DSRL; each method compiles its online training, about 17 CPU-
+    seconds, and its evaluation rollouts, about 10)."""
     from drorl.benchmarks import safety
 
     out = tmp_path / "bench"

@@ -47,8 +47,9 @@ RESULT_FILE = "safety_eval.json"
 class Profile:
     """Attributes: tasks; seeds; env_steps and start_steps of each online run; episodes per seed and
     family; radius, the rho_d of DSRL (the families shift by 0.5 and 2.5 times it); radius_sweep, DSRL's
-    extra radii on the first task (empty: none); networks, the hidden widths of actor and critic; design,
-    the design's rationale and budget, printed at the top of the report."""
+    extra radii on the first task (empty: none); networks, the hidden widths of actor and critic; methods,
+    (label, DSRL config fields) of each method; design, the design's rationale and budget, printed at the top
+    of the report."""
 
     tasks: tuple[str, ...]
     seeds: tuple[int, ...]
@@ -58,11 +59,14 @@ class Profile:
     radius: float = 0.2
     radius_sweep: tuple[float, ...] = ()
     networks: tuple[int, ...] = (256, 256)
+    methods: tuple[tuple[str, dict[str, Any]], ...] = METHODS
     design: str = ""
 
 
 PROFILES = {
-    "smoke": Profile(("safe-unicycle",), (0,), env_steps=300, start_steps=200, episodes=4, networks=(16, 16)),
+    # the plumbing: two methods, since each compiles its own training and evaluation programs
+    "smoke": Profile(("safe-unicycle",), (0,), env_steps=300, start_steps=200, episodes=4, networks=(16, 16),
+                     methods=(METHODS[0], METHODS[2])),
     # sized for the issue's 15 minutes on 2 cores: 2 seeds x 4 methods x 6k updates on 64-wide networks
     "quick": Profile(("safe-unicycle",), (0, 1), env_steps=6_000, start_steps=1_000, episodes=20,
                      networks=(64, 64), design=(
@@ -163,9 +167,8 @@ def jobs_of(profile: Profile, out: Path) -> list[Job[Setting]]:
         return Setting(seed, profile.env_steps, profile.start_steps, profile.episodes, profile.radius,
                        profile.networks)
 
-    variants = [(label, overrides) for label, overrides in METHODS]
     jobs = [Job(task, label, "dsrl", overrides, out / task / label.replace(" ", "_") / f"s{seed}", setting(seed))
-            for task in profile.tasks for label, overrides in variants for seed in profile.seeds]
+            for task in profile.tasks for label, overrides in profile.methods for seed in profile.seeds]
     jobs += [Job(profile.tasks[0], f"DSRL rho={r:g}", "dsrl", {"layer": "robust", "radius": r},
                  out / profile.tasks[0] / f"DSRL_rho{r:g}" / f"s{seed}", setting(seed))
              for r in profile.radius_sweep for seed in profile.seeds]
@@ -199,7 +202,7 @@ def _plot_trajectories(task: str, grouped: dict[str, list[dict]], profile: Profi
     for centre, radius in zip(np.asarray(env_state.centres), np.asarray(env_state.radii)):
         ax.add_patch(plt.Circle(centre[:2], radius, color="grey", alpha=0.4))
     ax.add_patch(plt.Circle(np.asarray(env_state.goal[:2]), safety_task.goal_radius, color="green", alpha=0.3))
-    for label in (label for label, _ in METHODS if label in grouped):
+    for label in (label for label, _ in profile.methods if label in grouped):
         path = np.asarray(grouped[label][0]["trajectory"])
         ax.plot(path[:, 0], path[:, 1], label=label)
     ax.set_aspect("equal")
