@@ -81,22 +81,23 @@ PROFILES = {
                          "updates, the ensemble capped at 30 epochs: about half an hour on 2 cores.")),
     # sized from XLA's FLOP counts per update (tools/throughput.py's accounting): COMBO 14.0 GFLOP at the public
     # sizes (3 x 256 critics, 10 sampled actions of each of 3 kinds per state), 7.8 with 5 sampled actions,
-    # 7.4 with 2 x 256 critics, 4.2 with both; MOPO 1.1. One seed sustained ~25 GFLOP/s on one core under load
-    # (COMBO at the public sizes: 1.8 updates/s).
+    # 7.4 with 2 x 256 critics, 4.2 with both; DROMO 22.4 and 8.6 with both; MOPO 1.1. One seed sustained
+    # ~25 GFLOP/s on one core under load (COMBO at the public sizes: 1.8 updates/s).
     "full": Profile(("hopper", "walker2d"), ("medium", "medium-replay"), ("gravity", "damping"), (0, 1, 2),
-                    steps=10_000, episodes=10, variants=(MAIN[0], MAIN[1], MAIN[3], MAIN[4]), transitions=200_000,
+                    steps=8_000, episodes=10, variants=(MAIN[0], MAIN[1], MAIN[3], MAIN[4]), transitions=200_000,
                     model={"dynamics.max_epochs": 50}, sac={"hidden_dims": (256, 256)},
                     combo={"num_sampled_actions": 5}, design=(
                         "Reduced design, sized for about 24 CPU-hours on the 2-core machine and runnable piecewise "
                         "with --tasks: hopper and walker2d x medium and medium-replay (200k transitions each), "
                         "COMBO, DROMO, MOPO and MOPO-auto with the public per-dataset beta, horizon and lambda, "
-                        "3 seeds x 10,000 updates. To fit, COMBO and DROMO both run 2 x 256 critics and 5 "
-                        "sampled actions of each kind (4.2 instead of 14.0 GFLOP per update), so the DROMO - "
-                        "COMBO comparison stays like for like; the ensembles stop by 50 epochs. Budget at the "
-                        "measured ~25 GFLOP/s per seed and core: COMBO about 6 and DROMO about 5 updates/s, "
-                        "MOPO about 20, so per dataset 3 seeds x 10k updates of the four cost about 4 CPU-hours; "
-                        "16 in all, plus the four ensembles (up to about an hour each) and the evaluations. "
-                        "10,000 updates is early in these algorithms' training (the published runs take 1M): the "
+                        "3 seeds x 8,000 updates. To fit, COMBO and DROMO both run 2 x 256 critics and 5 "
+                        "sampled actions of each kind (COMBO 4.2 instead of 14.0 GFLOP per update, DROMO 8.6 "
+                        "instead of 22.4), so the DROMO - COMBO comparison stays like for like; the ensembles "
+                        "stop by 50 epochs (about 0.9 TFLOP an epoch: up to about half an hour each). Budget at "
+                        "the measured ~25 GFLOP/s per seed and core: COMBO about 6, DROMO about 3 and MOPO about "
+                        "20 updates/s, so per dataset 3 seeds x 8k updates of the four cost about 4.1 "
+                        "CPU-hours; about 16.5 in all, plus the four ensembles and the evaluations. 8,000 "
+                        "updates is early in these algorithms' training (the published runs take 1M): the "
                         "verdict is about the first stretch of learning, not the converged scores. Resolution: "
                         "with 3 seeds a 95 % Welch interval excludes zero for differences above 2.27 s, s the "
                         "per-seed standard deviation (about 21 points at OfflineRL-Kit's COMBO hopper-medium "
