@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Mapping
 
 import matplotlib
 
@@ -12,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from drorl.aggregates import performance_profile, profile_taus  # noqa: E402
 from drorl.errors import DrorlError  # noqa: E402
 from drorl.health import is_warning  # noqa: E402
 from drorl.io_utils import atomic_path  # noqa: E402
@@ -154,6 +156,14 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     if evals and len(evals) == len(run_dirs):
         return plot_robustness(evals, Path(out))
     return plot_learning_curves(curves, Path(out))
+
+
+def plot_score_profiles(scores: Mapping[str, np.ndarray], out: Path, title: str = "performance profiles",
+                        xlabel: str = "normalised score tau") -> Path:
+    """Performance profiles of every method's scores [runs, tasks] on one tau grid spanning them all, plotted."""
+    taus = profile_taus(scores)
+    return plot_performance_profiles([(m, performance_profile(s, taus)) for m, s in scores.items()], out, title,
+                                     xlabel)
 
 
 def plot_performance_profiles(profiles: list[tuple[str, object]], out: Path, title: str = "performance profiles",

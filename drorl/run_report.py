@@ -16,12 +16,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from drorl.aggregates import aggregate_estimates, aggregate_section, performance_profile, profile_taus
+from drorl.aggregates import aggregate_estimates, aggregate_section
 from drorl.benchmarks.common import SeedCurves, fmt
 from drorl.errors import DrorlError
 from drorl.health import report_lines
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
-from drorl.plot import plot_performance_profiles
+from drorl.plot import plot_score_profiles
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,9 +184,7 @@ def write_run_report(run_dirs: Sequence[str | Path], out: str | Path = "runs/rep
     lines += ["## Per task", "", "Mean ± 95 % Student-t half-width over seeds, nominal score.", "",
               *per_task_table(nominal, tasks), ""]
     lines += report_lines((f"{Path(d)} ({run.label} on {run.task})", d) for run, d in zip(runs, run_dirs))
-    taus = profile_taus(matrices)
-    plot_performance_profiles([(m, performance_profile(s, taus)) for m, s in matrices.items()], out / "profiles.png",
-                              title="performance profiles (nominal score)")
+    plot_score_profiles(matrices, out / "profiles.png", title="performance profiles (nominal score)")
     write_json_atomic(out / "aggregates.json", summary)
     report = out / "report.md"
     write_bytes_atomic(report, "\n".join(lines).encode())

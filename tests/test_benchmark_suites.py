@@ -24,6 +24,8 @@ def test_robust_il_smoke_writes_report_and_plot(tmp_path):
                                          for line in comparisons)
     assert "Holm's correction over all 6 comparisons" in text
     assert (tmp_path / "bench" / "inverted-pendulum.png").read_bytes()[:4] == b"\x89PNG"
+    for profiles in ("profiles.png", "profiles-auc.png"):  # performance profiles of both aggregated scores
+        assert f"]({profiles})" in text and (tmp_path / "bench" / profiles).read_bytes()[:4] == b"\x89PNG"
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert len(results["inverted-pendulum/BE-DROIL"]["nominal"]) == 2  # one score per seed
     # a second run resumes: nothing is retrained and the report is identical
@@ -55,6 +57,7 @@ def test_ovr_smoke_writes_report_and_bar_chart(tmp_path):
     text = report.read_text()
     assert "| expert | " in text and "| expert +N(0,1²) | " in text and "BCQ+OVR − BCQ" in text
     assert (tmp_path / "bench" / "inverted-pendulum.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](profiles.png)" in text and (tmp_path / "bench" / "profiles.png").read_bytes()[:4] == b"\x89PNG"
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert len(results["inverted-pendulum/expert +N(0,1²)/BCQ+OVR"]) == 2  # one score per seed
     config = json.loads((tmp_path / "bench" / "inverted-pendulum" / "expert-noise1" / "BCQ+OVR" / "config.json")
@@ -142,4 +145,6 @@ def test_safety_smoke_report_carries_the_aggregates(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert set(results["safe-unicycle/DSRL"]) == set(safety.families(safety.PROFILES["smoke"].radius))
     assert (out / "safe-unicycle-trajectories.png").read_bytes()[:4] == b"\x89PNG"
+    for profiles in ("profiles-safe-episode-rate.png", "profiles-goal-rate.png"):
+        assert f"]({profiles})" in text and (out / profiles).read_bytes()[:4] == b"\x89PNG"
     assert safety.run("smoke", out).read_text() == text  # resumes from safety_eval.json: nothing retrained

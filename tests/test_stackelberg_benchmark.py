@@ -21,6 +21,7 @@ def test_smoke_profile_writes_report_plot_and_results(tmp_path):
     assert f"Holm's correction over all {2 * (len(labels) - 1)} comparisons" in text
     assert "## Diagnostics of the game" in text and "interquartile mean" in text and "P(X > Y)" in text
     assert (out / "cartpole-medium.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](profiles.png)" in text and (out / "profiles.png").read_bytes()[:4] == b"\x89PNG"
     results = json.loads((out / "results.json").read_text())
     full, sub = results["cartpole-medium/full/StackelbergLearner"], results["cartpole-medium/10%/StackelbergLearner"]
     assert len(full["returns"]) == 2 and sub["rows"] < full["rows"]  # one return per seed; 10 % has fewer rows

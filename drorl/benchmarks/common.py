@@ -14,7 +14,15 @@ from scipy import stats
 
 from drorl.errors import DrorlError
 from drorl.execution import Backend, run_items
+from drorl.plot import plot_score_profiles
 from drorl.scores import normalized_score
+
+
+def profile_lines(scores: dict[str, np.ndarray], path: Path, what: str) -> list[str]:
+    """Plot the performance profiles of ``scores`` (method -> [runs, strata]) to ``path``; the report's lines."""
+    plot_score_profiles(scores, path, title=f"performance profiles: {what}")
+    return [f"Performance profiles of {what}: the fraction of runs scoring above tau, 95 % bootstrap bands.", "",
+            f"![performance profiles]({path.name})", ""]
 
 
 def mean_and_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:

@@ -20,8 +20,8 @@ import numpy as np
 
 from drorl.aggregates import aggregate_section
 from drorl.benchmarks.common import (Difference, Job, Schedule, SeedCurves, Suite, fmt, holm_verdicts, load_dataset,
-                                    missing_tasks_note, pooled_seed_sd, prepare_datasets, resolvable_difference,
-                                    train_and_evaluate)
+                                    missing_tasks_note, pooled_seed_sd, prepare_datasets, profile_lines,
+                                    resolvable_difference, train_and_evaluate)
 from drorl.health import report_lines
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
 from drorl.plot import plot_robustness
@@ -209,7 +209,8 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job[Setting]], 
         lines += ["", f"![{task}-{kind}]({plot.name})", ""]
     lines += report_lines((f"{j.task}-{j.setting.kind} {j.label}", j.run_dir) for j in jobs)
     matrices = {label: np.array([curves[task, kind, label].nominal for task, kind in cells]).T for label in labels}
-    lines += ["## Across datasets", "", *aggregate_section(matrices, pairs, "the nominal score over every dataset")]
+    lines += ["## Across datasets", "", *aggregate_section(matrices, pairs, "the nominal score over every dataset"),
+              *profile_lines(matrices, out / "profiles.png", "the nominal score over every dataset")]
     report = out / "report.md"
     write_bytes_atomic(report, "\n".join(lines).encode())
     write_json_atomic(out / "results.json", {f"{t}/{k}/{label}": dataclasses.asdict(c)

@@ -22,7 +22,7 @@ from rich.table import Table
 from drorl.aggregates import aggregate_section
 from drorl.benchmarks.common import (Difference, Job, Schedule, SeedCurves, Suite, fmt, holm_verdicts, load_dataset,
                                     mean_and_ci, missing_tasks_note, pooled_seed_sd, prepare_datasets,
-                                    resolvable_difference, train_and_evaluate)
+                                    profile_lines, resolvable_difference, train_and_evaluate)
 from drorl.data.corrupt import reward_noise
 from drorl.health import report_lines
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
@@ -179,7 +179,8 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job[Setting]], 
     strata = [(task, cell) for task in profile.tasks for cell in cells_of[task]]
     matrices = {label: np.array([scores[task, cell, label] for task, cell in strata]).T for label in labels}
     lines += ["## Across datasets", "", *aggregate_section(matrices, [(other, baseline) for other in others],
-                                                         "the nominal score over every task and dataset")]
+                                                         "the nominal score over every task and dataset"),
+              *profile_lines(matrices, out / "profiles.png", "the nominal score over every task and dataset")]
     report = out / "report.md"
     write_bytes_atomic(report, "\n".join(lines).encode())
     write_json_atomic(out / "results.json", summary)

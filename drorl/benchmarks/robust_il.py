@@ -23,7 +23,7 @@ from rich.console import Console
 from drorl.aggregates import aggregate_section
 from drorl.algos import be_droil
 from drorl.benchmarks.common import (Difference, Job, Schedule, SeedCurves, Suite, fmt, holm_verdicts,
-                                    missing_tasks_note, train_and_evaluate)
+                                    missing_tasks_note, profile_lines, train_and_evaluate)
 from drorl.data.generate import DEFAULT_DEMO_EPISODES
 from drorl.data.registry import resolve
 from drorl.health import report_lines
@@ -185,7 +185,7 @@ def _difference_lines(differences: dict[str, list[Difference]], adjusted: dict[s
     return lines
 
 
-def _aggregate_lines(curves_of: dict[str, dict[str, SeedCurves]], profile: Profile) -> list[str]:
+def _aggregate_lines(curves_of: dict[str, dict[str, SeedCurves]], profile: Profile, out: Path) -> list[str]:
     """IQM and friends over tasks (seeds x tasks per variant) of the nominal score and of the AUC averaged over
     the profile's families, and BE-DROIL's probability of improvement over every other variant."""
     labels = list(curves_of[profile.tasks[0]])
@@ -193,8 +193,10 @@ def _aggregate_lines(curves_of: dict[str, dict[str, SeedCurves]], profile: Profi
     auc = {label: np.array([np.mean([curves_of[t][label].auc[f] for f in profile.families], axis=0)
                             for t in profile.tasks]).T for label in labels}
     pairs = [(REFERENCE, label) for label in labels if label != REFERENCE] if REFERENCE in labels else []
+    auc_name = f"the AUC averaged over {', '.join(profile.families)}"
     return ["## Across tasks", "", *aggregate_section(nominal, pairs, "the nominal score"),
-            *aggregate_section(auc, pairs, f"the AUC averaged over {', '.join(profile.families)}")]
+            *profile_lines(nominal, out / "profiles.png", "the nominal score"),
+            *aggregate_section(auc, pairs, auc_name), *profile_lines(auc, out / "profiles-auc.png", auc_name)]
 
 
 def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: list[dict], out: Path) -> Path:
@@ -223,7 +225,7 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job], results: 
         plot = plot_robustness([(job.label, res) for job, res in rows], out / f"{task}.png",
                                title=f"{task}: robustness curves ({profile_name})")
         lines += ["", f"![{task}]({plot.name})", ""]
-    lines += _aggregate_lines(curves_of, profile)
+    lines += _aggregate_lines(curves_of, profile, out)
     lines += report_lines((f"{job.task} {job.label}", job.run_dir) for job in jobs)
     report = out / "report.md"
     write_bytes_atomic(report, "\n".join(lines).encode())

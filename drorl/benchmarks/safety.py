@@ -31,7 +31,7 @@ import numpy as np
 
 from drorl.aggregates import aggregate_section
 from drorl.algos import dsrl
-from drorl.benchmarks.common import Job, Suite, fmt
+from drorl.benchmarks.common import Job, Suite, fmt, profile_lines
 from drorl.envs import safety
 from drorl.io_utils import atomic_path, write_bytes_atomic, write_json_atomic
 from drorl.online import OnlineSettings, train_online
@@ -243,7 +243,7 @@ AGGREGATE_SCORES = (("safe-episode rate", lambda family: 100.0 * (1.0 - family["
                     ("goal rate", lambda family: 100.0 * family["reached"]))
 
 
-def _aggregate_lines(profile: Profile, jobs: list[Job[Setting]], results: list[dict]) -> list[str]:
+def _aggregate_lines(profile: Profile, jobs: list[Job[Setting]], results: list[dict], out: Path) -> list[str]:
     """IQM and friends of each AGGREGATE_SCORES score over every task and test family (the strata; the seeds
     are the runs) for the methods run on every task, and DSRL's probability of improvement over each other."""
     names = list(families(profile.radius))
@@ -257,7 +257,9 @@ def _aggregate_lines(profile: Profile, jobs: list[Job[Setting]], results: list[d
     for title, score in AGGREGATE_SCORES:
         matrices = {label: np.array([[score(r[name]) for r in grouped[task][label]]
                                      for task in profile.tasks for name in names]).T for label in labels}
-        lines += aggregate_section(matrices, pairs, f"the {title} (%) over every task and test family")
+        what = f"the {title} (%) over every task and test family"
+        lines += [*aggregate_section(matrices, pairs, what),
+                  *profile_lines(matrices, out / f"profiles-{title.replace(' ', '-')}.png", what)]
     return lines
 
 
@@ -291,7 +293,7 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job[Setting]], 
         if task == profile.tasks[0] and profile.radius_sweep:
             curve = _plot_tradeoff(grouped, sorted([profile.radius, *profile.radius_sweep]), profile.radius, out)
             lines += [f"![rho_d trade-off]({curve.name})", ""]
-    lines += _aggregate_lines(profile, jobs, results)
+    lines += _aggregate_lines(profile, jobs, results, out)
     report = out / "report.md"
     write_bytes_atomic(report, "\n".join(lines).encode())
     write_json_atomic(out / "results.json", summary)

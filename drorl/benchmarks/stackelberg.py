@@ -26,8 +26,8 @@ import numpy as np
 
 from drorl.aggregates import aggregate_section
 from drorl.benchmarks.common import (Difference, Job, Schedule, Suite, fmt, holm_verdicts, load_dataset, mean_and_ci,
-                                    missing_tasks_note, pooled_seed_sd, prepare_datasets, resolvable_difference,
-                                    train_and_evaluate)
+                                    missing_tasks_note, pooled_seed_sd, prepare_datasets, profile_lines,
+                                    resolvable_difference, train_and_evaluate)
 from drorl.errors import DrorlError
 from drorl.health import report_lines
 from drorl.io_utils import atomic_path, write_bytes_atomic, write_json_atomic
@@ -419,7 +419,8 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job[Setting]], 
         pairs = [(STACKELBERG, other) for other in labels if other != STACKELBERG] if STACKELBERG in labels else []
         what = ("the normalised score (0 = random, 100 = the zoo's expert) over every CartPole dataset and "
                 "coverage level" if discrete else "the normalised score on the continuous datasets")
-        lines += aggregate_section(matrices, pairs, what)
+        lines += [*aggregate_section(matrices, pairs, what),
+                  *profile_lines(matrices, out / ("profiles.png" if discrete else "profiles-continuous.png"), what)]
     lines += report_lines((f"{j.task} {j.setting.coverage} {j.label}", j.run_dir) for j in jobs)
     report = out / "report.md"
     write_bytes_atomic(report, "\n".join(lines).encode())
