@@ -340,6 +340,8 @@ def benchmark_cmd(
                                                      "its share of the cores with one XLA thread (default: one "
                                                      "after another in this process, with XLA's own threads, as "
                                                      "the committed results were made)."),
+    address: Optional[str] = typer.Option(None, help="ray: the cluster's address (default: start Ray here)."),
+    gpus_per_job: float = typer.Option(0.0, help="ray: GPUs each job asks for (a paper profile on GPU nodes)."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default runs/benchmark/SUITE-PROFILE); "
                                                   "an interrupted benchmark resumes there."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated subset of the profile's tasks (run a long "
@@ -350,7 +352,7 @@ def benchmark_cmd(
     from drorl.execution import Backend
 
     report = get_suite(suite).run(profile, out or Path("runs") / "benchmark" / f"{suite}-{profile}",
-                                  Backend(backend, workers), console=console,
+                                  Backend(backend, workers, address, gpus_per_job), console=console,
                                   tasks=tasks.split(",") if tasks else None)
     console.print(f"report: {report}")
 

@@ -133,6 +133,18 @@ def test_ovr_verdict_profile_runs_random_only_with_clean_rewards(tmp_path):
     assert len(jobs) == 2 * 5 * 2 and {j.label for j in jobs} == {"BCQ", "BCQ+OVR"}
 
 
+def test_safety_full_profile_run_task_by_task_is_the_whole_profile(tmp_path):
+    """The design's 80 runs, and the same 80 when the profile runs one --tasks at a time into one --out (the
+    rho_d sweep belongs to the unicycle, not to whichever task a partial run lists first)."""
+    from drorl.benchmarks import safety
+    from drorl.benchmarks.common import restrict_tasks
+
+    full = safety.PROFILES["full"]
+    whole = {job.run_dir for job in safety.jobs_of(full, tmp_path)}
+    pieces = [job.run_dir for task in full.tasks for job in safety.jobs_of(restrict_tasks(full, [task]), tmp_path)]
+    assert len(whole) == 80 and len(pieces) == 80 and set(pieces) == whole
+
+
 @pytest.mark.slow
 def test_safety_smoke_report_carries_the_aggregates(tmp_path):
     """The smoke profile end to end (DDPG and DSRL; each method compiles its online training, about 17 CPU-

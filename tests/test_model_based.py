@@ -183,7 +183,8 @@ def test_the_benchmark_profiles_are_well_formed(tmp_path):
 
 def test_the_public_per_dataset_settings_reach_each_algorithms_nesting(tmp_path):
     """COMBO's beta and horizon and MOPO's horizon and lambda follow the published per-dataset tables at each
-    algorithm's nesting; a profile's own overrides win over them, and a profile may turn them off."""
+    algorithm's nesting (MOPO-auto: the horizon only); a profile's own overrides win over them, and a profile
+    may turn them off."""
     def configs(profile):
         return {(j.task, j.setting.kind, j.label): replace_config(algos.get(j.algorithm, "offline").Config(),
                                                                  j.overrides)
@@ -192,7 +193,8 @@ def test_the_public_per_dataset_settings_reach_each_algorithms_nesting(tmp_path)
     paper = configs(suite.PROFILES["paper"])
     assert paper["walker2d", "medium-replay", "MOPO"].model.horizon == 1
     assert paper["walker2d", "medium-replay", "MOPO"].penalty_weight == 1.0
-    assert paper["hopper", "medium", "MOPO-auto"].mopo.penalty_weight == 5.0
+    assert paper["hopper", "medium", "MOPO"].penalty_weight == 5.0
+    assert paper["hopper", "medium", "MOPO-auto"].mopo.penalty_weight == mopo.Config().penalty_weight  # own units
     assert paper["halfcheetah", "medium-expert", "MOPO-auto"].mopo.model.horizon == 5
     assert paper["halfcheetah", "medium", "DROMO"].combo.beta == 0.5 and paper["hopper", "medium", "COMBO"].beta == 5.0
     assert paper["walker2d", "medium", "DROMO-strict"].combo.model.horizon == 1

@@ -13,7 +13,8 @@ corrections name, and drorl's choices:
 - The differential entropy H = 1/2 sum_i (1 + log 2 pi sigma_i^2) is negative for sigma_i < 0.242, so
   r - lambda H is a bonus that depends on the units. drorl takes sigma of the standardised targets
   (each dimension of (s' - s, r) has spread 1 in the data; ``info["normalised_std"]``), the member of
-  highest entropy among all members (like MOPO's max over the ensemble), and penalises only the entropy
+  highest entropy among all members (MOPO's u and its authors' code take the max over every member; the
+  spec's corrections say elites, which is not what MOPO runs), and penalises only the entropy
   above that of a Gaussian with standardised std ``reference_std`` in every dimension:
   u = max(0, max_m H_m(s, a) - H_ref). The default 0.25 is about twice a well-fitted model's std on
   the data, so in-distribution rows go unpenalised.

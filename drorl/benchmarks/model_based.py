@@ -36,11 +36,11 @@ COMPARISONS = (("DROMO", "COMBO"), ("DROMO-strict", "COMBO"), ("MOPO-auto", "MOP
 MODEL_PREFIX = {"combo": "model.", "dromo": "combo.model.", "mopo": "model.", "mopo-auto": "mopo.model."}
 SAC_PREFIX = {"combo": "sac.", "dromo": "combo.sac.", "mopo": "sac.", "mopo-auto": "mopo.sac."}
 COMBO_PREFIX = {"combo": "", "dromo": "combo."}
-MOPO_PREFIX = {"mopo": "", "mopo-auto": "mopo."}
 # The public per-dataset settings. COMBO (OfflineRL-Kit, spec/model-based.md): beta 0.5 on halfcheetah-medium and
 # the medium-replay datasets, else 5; horizon 1 on walker2d, else 5. MOPO (its authors' D4RL configs,
-# github.com/tianheyu927/mopo, examples/config/d4rl): (horizon, lambda) per dataset; MOPO-auto starts its
-# learned lambda there. Datasets outside these tables keep the algorithms' defaults.
+# github.com/tianheyu927/mopo, examples/config/d4rl): (horizon, lambda) per dataset; MOPO-auto takes the horizon
+# only (its lambda multiplies an entropy in nats, not a std norm in raw units: it starts from its own default).
+# Datasets outside these tables keep the algorithms' defaults.
 COMBO_SMALL_BETA = {("halfcheetah", "medium"), ("hopper", "medium-replay"), ("walker2d", "medium-replay"),
                     ("halfcheetah", "medium-replay")}
 MOPO_HORIZON_AND_PENALTY = {
@@ -135,7 +135,7 @@ def public_settings(algorithm: str, task: str, kind: str) -> dict[str, Any]:
     if (task, kind) not in MOPO_HORIZON_AND_PENALTY:
         return {}
     horizon, penalty = MOPO_HORIZON_AND_PENALTY[task, kind]
-    return {model + "horizon": horizon, MOPO_PREFIX[algorithm] + "penalty_weight": penalty}
+    return {model + "horizon": horizon, **({"penalty_weight": penalty} if algorithm == "mopo" else {})}
 
 
 def config_overrides(algorithm: str, profile: Profile, overrides: dict[str, Any], task: str,

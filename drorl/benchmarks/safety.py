@@ -47,7 +47,7 @@ RESULT_FILE = "safety_eval.json"
 class Profile:
     """Attributes: tasks; seeds; env_steps and start_steps of each online run; episodes per seed and
     family; radius, the rho_d of DSRL (the families shift by 0.5 and 2.5 times it); radius_sweep, DSRL's
-    extra radii on the first task (empty: none); networks, the hidden widths of actor and critic; methods,
+    extra radii on ``sweep_task`` (empty: none; run only when --tasks keeps that task); networks, the hidden widths of actor and critic; methods,
     (label, DSRL config fields) of each method; design, the design's rationale and budget, printed at the top
     of the report."""
 
@@ -58,6 +58,7 @@ class Profile:
     episodes: int
     radius: float = 0.2
     radius_sweep: tuple[float, ...] = ()
+    sweep_task: str = "safe-unicycle"
     networks: tuple[int, ...] = (256, 256)
     methods: tuple[tuple[str, dict[str, Any]], ...] = METHODS
     design: str = ""
@@ -162,16 +163,18 @@ def run_job(job: Job[Setting]) -> dict[str, Any]:
 
 
 def jobs_of(profile: Profile, out: Path) -> list[Job[Setting]]:
-    """Every (task, method, seed), then DSRL at each radius of the sweep on the first task."""
+    """Every (task, method, seed), then DSRL at each radius of the sweep on its task (when the profile has it)."""
     def setting(seed: int) -> Setting:
         return Setting(seed, profile.env_steps, profile.start_steps, profile.episodes, profile.radius,
                        profile.networks)
 
     jobs = [Job(task, label, "dsrl", overrides, out / task / label.replace(" ", "_") / f"s{seed}", setting(seed))
             for task in profile.tasks for label, overrides in profile.methods for seed in profile.seeds]
-    jobs += [Job(profile.tasks[0], f"DSRL rho={r:g}", "dsrl", {"layer": "robust", "radius": r},
-                 out / profile.tasks[0] / f"DSRL_rho{r:g}" / f"s{seed}", setting(seed))
-             for r in profile.radius_sweep for seed in profile.seeds]
+    # the sweep belongs to one task, so a profile run one --tasks at a time sweeps once, not once per task
+    sweep = profile.radius_sweep if profile.sweep_task in profile.tasks else ()
+    jobs += [Job(profile.sweep_task, f"DSRL rho={r:g}", "dsrl", {"layer": "robust", "radius": r},
+                 out / profile.sweep_task / f"DSRL_rho{r:g}" / f"s{seed}", setting(seed))
+             for r in sweep for seed in profile.seeds]
     return jobs
 
 
@@ -290,7 +293,7 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job[Setting]], 
             lines.append("")
         picture = _plot_trajectories(task, grouped, profile, out)
         lines += [f"![{task} trajectories]({picture.name})", ""]
-        if task == profile.tasks[0] and profile.radius_sweep:
+        if task == profile.sweep_task and profile.radius_sweep:
             curve = _plot_tradeoff(grouped, sorted([profile.radius, *profile.radius_sweep]), profile.radius, out)
             lines += [f"![rho_d trade-off]({curve.name})", ""]
     lines += _aggregate_lines(profile, jobs, results, out)
