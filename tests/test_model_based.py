@@ -199,7 +199,8 @@ def test_the_public_per_dataset_settings_reach_each_algorithms_nesting(tmp_path)
     assert paper["halfcheetah", "medium", "DROMO"].combo.beta == 0.5 and paper["hopper", "medium", "COMBO"].beta == 5.0
     assert paper["walker2d", "medium", "DROMO-strict"].combo.model.horizon == 1
     assert paper["walker2d", "medium", "DROMO-strict"].variance == "strict"
-    assert paper["hopper", "medium-replay", "COMBO"].beta == 0.5 and paper["hopper", "medium", "COMBO"].model.horizon == 5
+    assert paper["hopper", "medium-replay", "COMBO"].beta == 0.5
+    assert paper["hopper", "medium", "COMBO"].model.horizon == 5
     pinned = dataclasses.replace(suite.PROFILES["paper"], model={"horizon": 3}, combo={"beta": 2.0})
     assert configs(pinned)["walker2d", "medium", "COMBO"].model.horizon == 3
     assert configs(pinned)["halfcheetah", "medium", "DROMO"].combo.beta == 2.0
@@ -338,3 +339,19 @@ def test_mopo_penalises_model_rewards_only():
                                          jax.random.PRNGKey(2), mopo.max_std_penalty)
     penalty, is_real = np.asarray(mixed["penalty"]), np.asarray(mixed["is_real"])
     assert is_real.sum() == 4 and np.all(penalty[is_real == 1] == 0.0) and np.all(penalty[is_real == 0] > 0.0)
+
+
+def test_the_suite_trains_each_datasets_ensemble_before_its_jobs(tmp_path):
+    """prepare trains the one ensemble the smoke profile's five variants share, where each job's own prepare
+    step will look for it, so jobs run in parallel never train it themselves."""
+    profile = suite.PROFILES["smoke"]
+    suite.prepare(profile, tmp_path)
+    jobs = suite.jobs_of(profile, tmp_path)
+    dataset, _ = suite.load_dataset("hopper", "medium", profile.transitions, tmp_path)
+    paths = {dynamics.cache_path(tmp_path / "dynamics", suite.model_config(j).dynamics, dataset,
+                                 suite.model_config(j).model_seed) for j in jobs}
+    assert len(jobs) == 5 and len(paths) == 1
+    (path,) = paths
+    assert path.is_file() and path.with_suffix(".json").is_file()
+    written = sorted(p.name for p in (tmp_path / "dynamics").iterdir())
+    assert written == sorted([path.name, path.with_suffix(".json").name])

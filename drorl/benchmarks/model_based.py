@@ -18,12 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from drorl import algos
 from drorl.aggregates import aggregate_section
+from drorl.algos.base import replace_config
 from drorl.benchmarks.common import (Difference, Job, Schedule, SeedCurves, Suite, fmt, holm_verdicts, load_dataset,
                                     missing_tasks_note, pooled_seed_sd, prepare_datasets, profile_lines,
                                     resolvable_difference, train_and_evaluate)
 from drorl.health import report_lines
 from drorl.io_utils import write_bytes_atomic, write_json_atomic
+from drorl.nn import dynamics
 from drorl.plot import plot_robustness
 
 Variant = tuple[str, str, dict[str, Any]]
@@ -166,8 +169,25 @@ def jobs_of(profile: Profile, out: Path) -> list[Job[Setting]]:
             for task in profile.tasks for kind in profile.kinds for label, algorithm, overrides in profile.variants]
 
 
+def model_config(job: Job[Setting]) -> Any:
+    """The job's dynamics-ensemble and rollout settings (``model_based.ModelConfig``), at its algorithm's nesting."""
+    config = replace_config(algos.get(job.algorithm, "offline").Config(), job.overrides, option="benchmark override")
+    for part in MODEL_PREFIX[job.algorithm].rstrip(".").split("."):
+        config = getattr(config, part)
+    return config
+
+
 def prepare(profile: Profile, out: Path) -> None:
+    """The datasets, then every dataset's ensembles, trained here once before any job starts: jobs run in
+    parallel (--workers, Ray) would otherwise each train the ensemble they share."""
     prepare_datasets(profile.tasks, profile.kinds, profile.transitions, out)
+    needed = {}
+    for job in jobs_of(profile, out):
+        model = model_config(job)
+        needed.setdefault((job.task, job.setting.kind, repr(model.dynamics), model.model_seed), model)
+    for (task, kind, _, seed), model in needed.items():
+        dataset, _ = load_dataset(task, kind, profile.transitions, out)
+        dynamics.cached(model.dynamics, dataset, seed, out / "dynamics")
 
 
 def write_report(profile_name: str, profile: Profile, jobs: list[Job[Setting]], results: list[dict], out: Path) -> Path:
