@@ -55,3 +55,26 @@ def test_safety_report_aggregates_the_safe_episode_and_goal_rates(tmp_path):
     assert "| DDPG | 1 x 4 | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] | 100.0 [100.0, 100.0] |" in text
     # DSRL beats every other method on the safe-episode rate and ties them on the goal rate
     assert text.count("| DSRL | DDPG | 1.00 [1.00, 1.00] |") == 1 and text.count("| DSRL | DDPG | 0.50 [") == 1
+
+
+def test_safety_report_tests_the_claim_with_welch_and_holm(tmp_path):
+    """DSRL minus each other method per test family, for the violation rate, the goal rate and the return: a
+    Welch interval over seeds and the verdict after Holm's correction over every comparison of the report."""
+    import dataclasses
+
+    from drorl.benchmarks import safety
+
+    profile = dataclasses.replace(safety.PROFILES["smoke"], seeds=(0, 1, 2))
+    jobs = safety.jobs_of(profile, tmp_path)
+    violated = {"DSRL": (0.10, 0.15, 0.05), "DDPG": (0.60, 0.70, 0.65)}
+    results = [{**{name: {"returns": 10.0 + job.setting.seed, "reached": 0.5, "violating_fraction": 0.0,
+                          "violated": violated[job.label][job.setting.seed]}
+                   for name in safety.families(profile.radius)},
+                "trajectory": [[0.0, 0.0], [0.1, 0.1]]} for job in jobs]
+    text = safety.write_report("smoke", profile, jobs, results, tmp_path).read_text()
+    assert "Holm's correction over all 12 comparisons of this report" in text  # 1 method x 3 metrics x 4 families
+    rows = [line for line in text.splitlines() if line.startswith("| DDPG | ") and "Holm:" in line]
+    assert len(rows) == 3  # one per metric
+    violation, goal, returns = rows
+    assert violation.count("-55.0 ± ") == 4 and violation.count("(lower; Holm: lower)") == 4
+    assert goal.count("+0.0 ± 0.0 (ties; Holm: ties)") == 4 and returns.count("(ties; Holm: ties)") == 4
