@@ -170,8 +170,11 @@ def non_finite_metric(lines: list[Mapping[str, Any]]) -> tuple[str, Any] | None:
 
 
 @jax.jit
-def _finite_leaves(tree: Any) -> list[jax.Array]:
-    return [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree) if _is_float(leaf)]
+def _finite_flags(tree: Any) -> jax.Array:
+    """One flag per floating-point leaf, stacked: the check after every chunk is one small transfer, not
+    one per leaf."""
+    return jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree) if _is_float(leaf)],
+                       dtype=bool)
 
 
 def _is_float(leaf: Any) -> bool:
@@ -180,14 +183,14 @@ def _is_float(leaf: Any) -> bool:
 
 def non_finite_parameter(tree: Any) -> str | None:
     """The path (``.policy.params['params']...``) of the first floating-point leaf of ``tree`` holding
-    a NaN or an infinity, or None; checked on the device, one flag per leaf comes back."""
-    flags = jax.device_get(_finite_leaves(tree))
+    a NaN or an infinity, or None; checked on the device, one flag per leaf comes back (the paths are
+    only spelled out when one is set)."""
+    flags = np.asarray(_finite_flags(tree))
+    if flags.all():
+        return None
     paths = [jax.tree_util.keystr(path) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
              if _is_float(leaf)]
-    for path, finite in zip(paths, flags):
-        if not finite:
-            return path
-    return None
+    return paths[int(np.argmin(flags))]
 
 
 def require_finite(lines: list[Mapping[str, Any]], tree: Any, first_step: int, last_step: int,

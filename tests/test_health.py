@@ -60,6 +60,13 @@ def test_a_non_finite_parameter_is_named(tmp_path, small_dataset, monkeypatch):
     assert checkpoint.latest(tmp_path / "run" / "checkpoints").name == "step_000000200.msgpack"
 
 
+def test_the_named_parameter_is_the_first_bad_float_leaf_with_integer_leaves_skipped():
+    tree = {"a_step": jnp.array(3), "b": jnp.ones(2), "c": jnp.array([1.0, jnp.nan]), "d": jnp.full(3, jnp.inf)}
+    assert health.non_finite_parameter(tree) == "['c']"
+    assert health.non_finite_parameter({"a_step": jnp.array(3), "b": jnp.ones(2)}) is None
+    assert health.non_finite_parameter({"a_step": jnp.array(3)}) is None
+
+
 def test_nan_through_the_cli_is_one_line_and_exit_code_2(tmp_path, small_dataset, monkeypatch, capsys):
     data = write_hdf5(small_dataset, tmp_path / "d.hdf5")
     monkeypatch.setattr(bc, "update", poisoned(bc.update, "metric"))
