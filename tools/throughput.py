@@ -9,7 +9,8 @@ Utilisation = FLOPs per update (XLA's cost analysis of the compiled update, plus
 its loops' further iterations, which that analysis counts once) x updates/s / the float32 matmul peak
 measured in the same process a few seconds before. For offline algorithms it also runs
 ``drorl.train.train`` at two lengths and reports the loop's rate against the in-process one
-(``train_loop_fraction``). The model-based, safe-RL and Stackelberg families add their own items, each
+(``train_loop_fraction``, wall clock; ``train_loop_cpu_fraction``, process CPU time), the median over
+pairs of runs (``train_loop_rate``). The model-based, safe-RL and Stackelberg families add their own items, each
 beside its peer (``tools.throughput_families``; ``--families``). Writes JSON and a markdown report beside
 it. Absolute numbers vary by machine; quote the ratios.
 """
@@ -46,12 +47,14 @@ PROFILES = {
     # call_seconds: each algorithm's compiled call runs as many updates (between min_updates and
     # max_updates) as take about this long at 60 % of the matmul peak (analytic FLOPs), so a 2 GFLOP
     # BCQ update and a 0.1 GFLOP BC update cost the benchmark the same time; calls: timed calls.
+    # loop_calls: the two lengths of a timed ``drorl.train`` run, in calls; loop_pairs: how many pairs of
+    # them (the median is reported: one pair's difference is at the mercy of the load on a shared machine).
     "smoke": dict(call_seconds=0.0, min_updates=20, max_updates=20, calls=2, matmul=(256,), eval_points=1,
-                  eval_episodes=1, max_steps=50, seeds=2, loop_calls=(1, 2)),
+                  eval_episodes=1, max_steps=50, seeds=2, loop_calls=(1, 2), loop_pairs=1),
     "quick": dict(call_seconds=0.5, min_updates=5, max_updates=1000, calls=5, matmul=(256, 1024), eval_points=9,
-                  eval_episodes=10, max_steps=1000, seeds=5, loop_calls=(2, 10)),
+                  eval_episodes=10, max_steps=1000, seeds=5, loop_calls=(2, 10), loop_pairs=3),
     "full": dict(call_seconds=1.5, min_updates=50, max_updates=5000, calls=5, matmul=(256, 1024, 2048),
-                 eval_points=9, eval_episodes=20, max_steps=1000, seeds=5, loop_calls=(2, 10)),
+                 eval_points=9, eval_episodes=20, max_steps=1000, seeds=5, loop_calls=(2, 10), loop_pairs=5),
 }
 EXPECTED_UTILISATION = 0.6  # only sizes the calls; the measured utilisation is what is reported
 # Hopper-sized problems: 11 observations, 3 actions.
@@ -71,13 +74,18 @@ def machine() -> dict[str, Any]:
             "jax": jax.__version__, "python": platform.python_version()}
 
 
+def seconds_per_call(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds (every thread's, XLA's included) per call of ``fn``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(repeats):
+        jax.block_until_ready(fn())
+    return (time.perf_counter() - wall) / repeats, (time.process_time() - cpu) / repeats
+
+
 def timed(fn: Callable[[], Any], repeats: int) -> float:
     """Seconds per call of ``fn`` after one warm-up call (which also compiles)."""
     jax.block_until_ready(fn())
-    start = time.perf_counter()
-    for _ in range(repeats):
-        jax.block_until_ready(fn())
-    return (time.perf_counter() - start) / repeats
+    return seconds_per_call(fn, repeats)[0]
 
 
 def matmul_peak(sizes: tuple[int, ...]) -> dict[str, float]:
@@ -263,8 +271,7 @@ def bench_algorithm(name: str, profile: dict, peak: float, dataset: Dataset) -> 
         "sequential_updates_per_s": ups, "vmap_speedup": (n_seeds * k / many) / ups,
     }
     if algos.entry(name).kind == "offline":
-        row.update(train_loop_rate(name, config, dataset, spec, k, profile))
-        row["train_loop_fraction"] = row["train_loop_updates_per_s"] / ups
+        row.update(train_loop_rate(name, config, dataset, spec, k, profile, one))
     return row
 
 
@@ -290,28 +297,60 @@ def cache_untrained_dynamics(config: Any, dataset: Dataset, directory: Path) -> 
         write_json_atomic(path.with_suffix(".json"), {"untrained": True, "written_by": "tools.throughput"})
 
 
-def train_loop_rate(name: str, config: Any, dataset: Dataset, spec: Spec, k: int, profile: dict
-                    ) -> dict[str, float]:
-    """Updates/s of a real ``drorl.train.train`` run (one seed, k updates per call, metrics, checkpoints
-    and progress as a user's run has them), from the difference of two run lengths so that start-up and
-    compilation cancel. A model-based algorithm reads an untrained ensemble (cache_untrained_dynamics)."""
+def train_loop_rate(name: str, config: Any, dataset: Dataset, spec: Spec, k: int, profile: dict,
+                    chunk_call: Callable[[], Any]) -> dict[str, Any]:
+    """Updates/s of a real ``drorl.train.train`` run (one seed, k updates per call, metrics, health checks
+    and checkpoints as a user's run has them) against ``chunk_call``'s (the benchmark's compiled call of k
+    updates), each from the difference of two run lengths so that start-up and compilation cancel. A
+    model-based algorithm reads an untrained ensemble (cache_untrained_dynamics).
+
+    The machine's load drifts, so each of ``loop_pairs`` pairs re-times ``chunk_call`` just before its two
+    runs and yields its own fractions; the two lengths alternate in order, so that neither gains from
+    caches the other warmed. Fractions are medians over pairs, of wall-clock rates and of process CPU time
+    (which time slices lost to other processes do not inflate)."""
     import tempfile
 
     from drorl.train import RunSettings, train
 
     short, long = profile["loop_calls"]
-    seconds = {}
+    pairs = []
     with tempfile.TemporaryDirectory() as tmp:
         cache_untrained_dynamics(config, dataset, Path(tmp) / "prepared")
-        for calls in (short, long):
+
+        def run_seconds(calls: int, run_dir: Path) -> tuple[float, float]:
             settings = RunSettings(steps=calls * k, seeds=(0,), updates_per_call=k, checkpoint_every=10_000)
-            start = time.perf_counter()
-            train(name, dataset, Path(tmp) / f"run{calls}", settings, config=config, spec=spec, progress=False,
+            wall, cpu = time.perf_counter(), time.process_time()
+            train(name, dataset, run_dir, settings, config=config, spec=spec, progress=False,
                   prepared_dir=Path(tmp) / "prepared")
-            seconds[calls] = time.perf_counter() - start
-    extra = seconds[long] - seconds[short]  # at smoke sizes noise can exceed the extra work: no rate then
-    return {"train_loop_updates_per_s": (long - short) * k / extra if extra > 0 else float("nan"),
-            "train_loop_runs": [short * k, long * k]}
+            return time.perf_counter() - wall, time.process_time() - cpu
+
+        for pair in range(profile["loop_pairs"]):
+            chunk_wall, chunk_cpu = seconds_per_call(chunk_call, profile["calls"])
+            order = (short, long) if pair % 2 == 0 else (long, short)
+            seconds = {calls: run_seconds(calls, Path(tmp) / f"run{pair}-{calls}") for calls in order}
+            # at smoke sizes noise can exceed the extra work: no rate then
+            extra_wall, extra_cpu = (seconds[long][i] - seconds[short][i] for i in (0, 1))
+            rate = (long - short) * k / extra_wall if extra_wall > 0 else float("nan")
+            cpu_fraction = chunk_cpu * (long - short) / extra_cpu if extra_cpu > 0 else float("nan")
+            pairs.append((rate, rate * chunk_wall / k, cpu_fraction))
+    rates, fractions, cpu_fractions = (list(column) for column in zip(*pairs))
+    return {"train_loop_updates_per_s": finite_median(rates), "train_loop_fraction": finite_median(fractions),
+            "train_loop_cpu_fraction": finite_median(cpu_fractions), "train_loop_fractions": fractions,
+            "train_loop_cpu_fractions": cpu_fractions, "train_loop_runs": [short * k, long * k]}
+
+
+def finite_median(values: list[float]) -> float:
+    """The median of the finite values (a pair whose runs' difference was lost in noise has none); NaN if none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.median(finite)) if finite else float("nan")
+
+
+def loop_cell(row: dict[str, Any]) -> str:
+    """The 'drorl train' column: the loop's rate as a share of the in-process one, wall clock / CPU time;
+    '-' where ``drorl train`` does not run the algorithm (online algorithms, estimators)."""
+    if "train_loop_fraction" not in row:
+        return "-"
+    return f"{100 * row['train_loop_fraction']:.0f} % / {100 * row['train_loop_cpu_fraction']:.0f} %"
 
 
 def bench_evaluation(profile: dict) -> dict[str, Any]:
@@ -378,11 +417,15 @@ def markdown_report(result: dict[str, Any]) -> list[str]:
              "| algorithm | updates/s | GFLOP/s | utilisation | compile s | vmap x{} | vmap bound | drorl train |".format(
                  result["settings"]["seeds"]), "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["algorithms"]:
-        loop = f"{100 * r['train_loop_fraction']:.0f} %" if "train_loop_fraction" in r else "-"
+        loop = loop_cell(r)
         lines.append(f"| {r['algorithm']} | {r['updates_per_s']:,.0f} | {r['gflops']:.1f} | "
                      f"{100 * r['utilisation']:.0f} % | {r['compile_s']:.2f} | {r['vmap_speedup']:.2f}x | "
                      f"{r['vmap_bound']:.2f}x | {loop} |")
-    lines += ["", f"Sweep evaluation: {evaluation['batched_episodes_per_s']:.2f} episodes/s batched vs "
+    lines += ["", "drorl train: a real training run's updates/s over the in-process rate above, wall clock / process "
+              f"CPU time, the median of {result['settings']['loop_pairs']} pairs of runs of "
+              f"{' and '.join(map(str, result['settings']['loop_calls']))} calls (their difference, so that start-up "
+              "and compilation cancel); '-': an online algorithm or an estimator, which `drorl train` does not run.",
+              "", f"Sweep evaluation: {evaluation['batched_episodes_per_s']:.2f} episodes/s batched vs "
               f"{evaluation['one_env_episodes_per_s']:.2f} one-env ({evaluation['speedup']:.1f}x).", ""]
     if result["memory_1m_transitions"]:
         lines += [f"Peak memory, 1M transitions + 5-seed BC: {result['memory_1m_transitions']['peak_rss_mb']:.0f} MB.", ""]
@@ -430,11 +473,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "vmap bound", "drorl train"):
         table.add_column(col, justify="right")
     for r in rows:
-        loop = f"{100 * r['train_loop_fraction']:.0f} %" if "train_loop_fraction" in r else "-"
+        loop = loop_cell(r)
         table.add_row(r["algorithm"], f"{r['updates_per_s']:,.0f}", f"{r['gflops']:.1f}",
                       f"{100 * r['utilisation']:.0f} %", f"{r['compile_s']:.2f}", f"{r['vmap_speedup']:.2f}x",
                       f"{r['vmap_bound']:.2f}x", loop)
     console.print(table)
+    console.print("drorl train: a real run's updates/s over the in-process rate, wall clock / CPU time (median of "
+                  f"{profile['loop_pairs']} pairs of run lengths); '-': not run by `drorl train` (online, estimator)")
     console.print(f"vmap ceiling: {ceiling['batch']} batched {ceiling['n']}x{ceiling['n']} products run at "
                   f"{ceiling['batched_gflops']:.0f} GFLOP/s (one alone: {ceiling['single_gflops']:.0f}); the most "
                   "vmap can gain per algorithm is that rate over its one-seed GFLOP/s (column 'vmap bound')")
