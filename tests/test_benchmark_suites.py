@@ -160,3 +160,38 @@ def test_safety_smoke_report_carries_the_aggregates(tmp_path):
     for profiles in ("profiles-safe-episode-rate.png", "profiles-goal-rate.png"):
         assert f"]({profiles})" in text and (out / profiles).read_bytes()[:4] == b"\x89PNG"
     assert safety.run("smoke", out).read_text() == text  # resumes from safety_eval.json: nothing retrained
+
+
+def test_a_finished_run_is_reused_only_if_it_is_the_same_run(tmp_path):
+    """A suite reuses a run directory's eval.json without training, but refuses, naming config.json and the
+    field, when the run recorded there had another config (a profile's settings changed since)."""
+    import dataclasses
+
+    import numpy as np
+
+    from drorl.algos import bc
+    from drorl.benchmarks.common import train_and_evaluate
+    from drorl.data.dataset import Dataset
+    from drorl.errors import DrorlError
+
+    rng = np.random.default_rng(0)
+    dataset = Dataset.from_arrays({"observations": rng.normal(size=(20, 3)).astype(np.float32),
+                                   "actions": rng.uniform(-1, 1, (20, 1)).astype(np.float32),
+                                   "rewards": np.zeros(20, np.float32),
+                                   "next_observations": rng.normal(size=(20, 3)).astype(np.float32),
+                                   "terminals": np.zeros(20, bool), "timeouts": np.arange(20) % 10 == 9})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"algorithm": "bc", "config": dataclasses.asdict(bc.Config()),
+                                                     "seeds": [0, 1], "dataset": {"hash": dataset.content_hash()}}))
+    (run_dir / "eval.json").write_text(json.dumps({"nominal": {"per_seed": [1.0, 2.0]}}))
+
+    def again(overrides, seeds=(0, 1)):
+        return train_and_evaluate("bc", overrides, dataset, "tiny", "hopper", run_dir, 10, seeds, 1)
+
+    assert again({}) == {"nominal": {"per_seed": [1.0, 2.0]}}  # reused: nothing trained (steps=10 never ran)
+    with pytest.raises(DrorlError, match=r"run/config.json: the existing run has a different 'config' "
+                                         r"\(policy.lr: 0.0001 there, 0.0003 here\)"):
+        again({"policy.lr": 3e-4})
+    with pytest.raises(DrorlError, match="different 'seeds'"):
+        again({}, seeds=(0, 1, 2))

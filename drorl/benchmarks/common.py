@@ -171,6 +171,16 @@ def missing_tasks_note(profile: Any, full_profile: Any) -> list[str]:
     return [f"Partial report: run with --tasks; not yet run here: {', '.join(missing)}.", ""]
 
 
+def require_finished_run(run_dir: Path, record: dict[str, Any], keys: tuple[str, ...], config_defaults: dict) -> None:
+    """Refuse to reuse the results left in ``run_dir`` when its config.json records another run in ``keys``
+    (the profile's settings or the data changed since): a one-line error naming the file and the fields."""
+    from drorl.checkpoint import require_same_run
+
+    path = run_dir / "config.json"
+    if path.is_file():
+        require_same_run(path, json.loads(path.read_text()), record, keys, defaults={"config": config_defaults})
+
+
 def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, dataset_id: str, task: str,
                        run_dir: Path, steps: int, seeds: Sequence[int], episodes: int,
                        families: Sequence[str] = (), label: str | None = None,
@@ -186,11 +196,15 @@ def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, 
     from drorl.scores import reference_scores, spec_for
     from drorl.train import RunSettings, policy_fn, train
 
-    eval_path = Path(run_dir) / "eval.json"
-    if eval_path.is_file():  # a finished run (possibly by an earlier drorl): nothing to train or evaluate
-        return json.loads(eval_path.read_text())
     algo = algos.get(algorithm, "offline")
     config = replace_config(algo.Config(), overrides, option="benchmark override")
+    eval_path = Path(run_dir) / "eval.json"
+    if eval_path.is_file():  # a finished run (possibly by an earlier drorl): nothing to train or evaluate ...
+        record = {"algorithm": algorithm, "config": dataclasses.asdict(config), "seeds": list(seeds),
+                  "dataset": {"hash": dataset.content_hash()}}
+        require_finished_run(Path(run_dir), record, ("algorithm", "config", "seeds", "dataset.hash"),
+                             dataclasses.asdict(algo.Config()))  # ... if it is this run
+        return json.loads(eval_path.read_text())
     settings = RunSettings(steps=steps, seeds=tuple(seeds), updates_per_call=min(1000, steps),
                            checkpoint_every=max(steps // 4, 1), env=task)
     states, run_dir = train(algorithm, dataset, run_dir, settings, config=config, spec=spec_for(dataset, task),
