@@ -6,7 +6,8 @@ pool worker and a Ray task hold to one XLA compute thread (a pool worker also to
 an item computes the same numbers whichever of the two runs it. Running in this process (a local backend
 without ``workers``) keeps XLA's own threads: that is how the committed benchmark results were made, so
 it is the suites' default. Items already done are not run again: their work function, which for a
-finished item only reads what the item left on disk, gives their results here.
+finished item checks and reads what the item left on disk (a suite's loads the job's data to check the
+run against it) and trains nothing, gives their results here.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Backend:
             raise DrorlError(f"--backend {self.name}: expected {' or '.join(BACKENDS)}")
         if self.workers is not None and self.workers <= 0:
             raise DrorlError(f"--workers {self.workers}: expected a positive number")
+        if self.name == "ray" and self.workers is not None:
+            raise DrorlError(f"--workers {self.workers}: a local pool's size; Ray sizes its own (one CPU per item)")
 
 
 def pinned_env(environ: dict[str, str]) -> dict[str, str]:
@@ -125,10 +128,15 @@ def run_ray(items: Sequence[Any], work: Callable[[Any], Any], address: str | Non
     task = ray.remote(num_cpus=1, num_gpus=gpus_per_item, runtime_env={"env_vars": env})(work)
     pending = {task.remote(item): index for index, item in enumerate(items)}
     results: list[Any] = [None] * len(items)
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        results[pending.pop(done[0])] = ray.get(done[0])
-        advance(1)
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            results[pending.pop(done[0])] = ray.get(done[0])
+            advance(1)
+    except BaseException:  # a failed item or an interrupt: cancel the rest, as the local pool does
+        for ref in pending:
+            ray.cancel(ref)
+        raise
     return results
 
 
@@ -136,7 +144,7 @@ def run_items(items: Sequence[Any], work: Callable[[Any], Any], backend: Backend
               done: Callable[[Any], bool] = lambda item: False, description: str = "runs",
               progress: bool = True) -> list[Any]:
     """``work(item)`` for every item, the results in the items' order. Items for which ``done`` holds were
-    finished before: the bar starts at their count and their work (which only reads their results) runs in
+    finished before: the bar starts at their count and their work (which trains nothing) runs in
     this process; the others run on ``backend`` (in order, in this process, when it has no ``workers``)."""
     from drorl.progress import progress_bar
 

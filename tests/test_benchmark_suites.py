@@ -146,7 +146,7 @@ def test_safety_full_profile_run_task_by_task_is_the_whole_profile(tmp_path):
 
 
 @pytest.mark.slow
-def test_safety_smoke_report_carries_the_aggregates(tmp_path):
+def test_safety_smoke_report_carries_the_aggregates(tmp_path, monkeypatch):
     """The smoke profile end to end (DDPG and DSRL; each method compiles its online training, about 17 CPU-
     seconds, and its evaluation rollouts, about 10)."""
     from drorl.benchmarks import safety
@@ -159,7 +159,9 @@ def test_safety_smoke_report_carries_the_aggregates(tmp_path):
     assert (out / "safe-unicycle-trajectories.png").read_bytes()[:4] == b"\x89PNG"
     for profiles in ("profiles-safe-episode-rate.png", "profiles-goal-rate.png"):
         assert f"]({profiles})" in text and (out / profiles).read_bytes()[:4] == b"\x89PNG"
-    assert safety.run("smoke", out).read_text() == text  # resumes from safety_eval.json: nothing retrained
+    # a second run resumes from safety_eval.json: nothing is retrained (a training would raise here)
+    monkeypatch.setattr(safety, "train_online", lambda *args, **kwargs: pytest.fail("retrained a finished run"))
+    assert safety.run("smoke", out).read_text() == text
 
 
 def test_a_finished_run_is_reused_only_if_it_is_the_same_run(tmp_path):

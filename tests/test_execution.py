@@ -43,6 +43,8 @@ def test_bad_backends_are_one_line_errors(monkeypatch, capsys):
         Backend("slurm")
     with pytest.raises(DrorlError, match="--workers 0: expected a positive number"):
         Backend("local", workers=0)
+    with pytest.raises(DrorlError, match="--workers 2: a local pool's size; Ray sizes its own"):
+        Backend("ray", workers=2)
     code, _, err = run_cli(monkeypatch, capsys, "benchmark", "safety", "--profile", "smoke", "--workers", "0")
     assert code == 2 and "--workers 0: expected a positive number" in err
     code, _, err = run_cli(monkeypatch, capsys, "benchmark", "safety", "--profile", "nope")

@@ -273,7 +273,7 @@ class Suite:
         profiles: its profiles by name.
         jobs_of: every job of a profile, given the output directory.
         run_job: trains (or resumes) and evaluates one job and returns its result; a top-level function, so
-            that a worker process or a Ray task can run it; for a finished job it only reads the result.
+            that a worker process or a Ray task can run it; for a finished job it checks and reads the result.
         result_file: the file in a job's run directory whose presence says the job is finished.
         write_report: writes report.md and the rest from (profile name, profile, jobs, results, out).
         prepare: makes the profile's datasets ready, once, before jobs (parallel ones too) read them.
