@@ -171,14 +171,22 @@ def missing_tasks_note(profile: Any, full_profile: Any) -> list[str]:
     return [f"Partial report: run with --tasks; not yet run here: {', '.join(missing)}.", ""]
 
 
-def require_finished_run(run_dir: Path, record: dict[str, Any], keys: tuple[str, ...], config_defaults: dict) -> None:
-    """Refuse to reuse the results left in ``run_dir`` when its config.json records another run in ``keys``
-    (the profile's settings or the data changed since): a one-line error naming the file and the fields."""
+def warn_if_other_run(run_dir: Path, record: dict[str, Any], keys: tuple[str, ...], config_defaults: dict) -> None:
+    """Warn, naming config.json and the fields, when the finished run whose results are about to be reused
+    recorded another run in ``keys``: a profile's settings or the data changed since (stale results), or an
+    older drorl recorded the same config under other field names (still valid). A warning, not a refusal,
+    because only a person can tell those apart. Printed for every such run (a Python warning would show the
+    first only)."""
+    import sys
+
     from drorl.checkpoint import require_same_run
 
     path = run_dir / "config.json"
     if path.is_file():
-        require_same_run(path, json.loads(path.read_text()), record, keys, defaults={"config": config_defaults})
+        try:
+            require_same_run(path, json.loads(path.read_text()), record, keys, defaults={"config": config_defaults})
+        except DrorlError as exc:
+            sys.stderr.write(f"drorl: warning: {exc} -- its results are reused anyway\n")
 
 
 def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, dataset_id: str, task: str,
@@ -199,11 +207,11 @@ def train_and_evaluate(algorithm: str, overrides: dict[str, Any], dataset: Any, 
     algo = algos.get(algorithm, "offline")
     config = replace_config(algo.Config(), overrides, option="benchmark override")
     eval_path = Path(run_dir) / "eval.json"
-    if eval_path.is_file():  # a finished run (possibly by an earlier drorl): nothing to train or evaluate ...
+    if eval_path.is_file():  # a finished run (possibly by an earlier drorl): nothing to train or evaluate
         record = {"algorithm": algorithm, "config": dataclasses.asdict(config), "seeds": list(seeds),
                   "dataset": {"hash": dataset.content_hash()}}
-        require_finished_run(Path(run_dir), record, ("algorithm", "config", "seeds", "dataset.hash"),
-                             dataclasses.asdict(algo.Config()))  # ... if it is this run
+        warn_if_other_run(Path(run_dir), record, ("algorithm", "config", "seeds", "dataset.hash"),
+                          dataclasses.asdict(algo.Config()))
         return json.loads(eval_path.read_text())
     settings = RunSettings(steps=steps, seeds=tuple(seeds), updates_per_call=min(1000, steps),
                            checkpoint_every=max(steps // 4, 1), env=task)
