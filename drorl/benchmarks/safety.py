@@ -32,7 +32,7 @@ import numpy as np
 from drorl.aggregates import aggregate_section
 from drorl.algos import dsrl
 from drorl.benchmarks.common import (Difference, Job, Suite, fmt, holm_verdicts, missing_tasks_note, profile_lines,
-                                    require_finished_run)
+                                    warn_if_other_run)
 from drorl.envs import safety
 from drorl.io_utils import atomic_path, write_bytes_atomic, write_json_atomic
 from drorl.online import OnlineSettings, train_online
@@ -153,11 +153,11 @@ def evaluate(state: dsrl.State, task: safety.SafetyTask, disturbances: dict[str,
 def run_job(job: Job[Setting]) -> dict[str, Any]:
     """Train (or resume) one method on one task and seed, then evaluate every family (kept on disk)."""
     path = job.run_dir / RESULT_FILE
-    if path.is_file():  # a finished run, if it is this one
+    if path.is_file():  # a finished run
         record = {"algorithm": job.algorithm, "env": job.task, "config": dataclasses.asdict(_config(job)),
                   "online": {"seed": job.setting.seed}}
-        require_finished_run(job.run_dir, record, ("algorithm", "env", "config", "online.seed"),
-                             dataclasses.asdict(dsrl.Config()))
+        warn_if_other_run(job.run_dir, record, ("algorithm", "env", "config", "online.seed"),
+                          dataclasses.asdict(dsrl.Config()))
         return json.loads(path.read_text())
     setting = job.setting
     settings = OnlineSettings(env_steps=setting.env_steps, seed=setting.seed, start_steps=setting.start_steps,
