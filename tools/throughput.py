@@ -9,7 +9,7 @@ Utilisation = FLOPs per update (XLA's cost analysis of the compiled update, plus
 its loops' further iterations, which that analysis counts once) x updates/s / the float32 matmul peak
 measured in the same process a few seconds before. For offline algorithms it also runs
 ``drorl.train.train`` at two lengths and reports the loop's rate against the in-process one
-(``train_loop_fraction``, wall clock; ``train_loop_cpu_fraction``, process CPU time), the median over
+(``train_loop_fraction``, wall clock; ``train_loop_cpu_fraction``, process CPU time), pooled over
 pairs of runs (``train_loop_rate``). The model-based, safe-RL and Stackelberg families add their own items, each
 beside its peer (``tools.throughput_families``; ``--families``). Writes JSON and a markdown report beside
 it. Absolute numbers vary by machine; quote the ratios.
@@ -48,13 +48,13 @@ PROFILES = {
     # max_updates) as take about this long at 60 % of the matmul peak (analytic FLOPs), so a 2 GFLOP
     # BCQ update and a 0.1 GFLOP BC update cost the benchmark the same time; calls: timed calls.
     # loop_calls: the two lengths of a timed ``drorl.train`` run, in calls; loop_pairs: how many pairs of
-    # them (the median is reported: one pair's difference is at the mercy of the load on a shared machine).
+    # them, even, so that each order of the two lengths comes as often (train_loop_rate).
     "smoke": dict(call_seconds=0.0, min_updates=20, max_updates=20, calls=2, matmul=(256,), eval_points=1,
-                  eval_episodes=1, max_steps=50, seeds=2, loop_calls=(1, 2), loop_pairs=1),
+                  eval_episodes=1, max_steps=50, seeds=2, loop_calls=(1, 2), loop_pairs=2),
     "quick": dict(call_seconds=0.5, min_updates=5, max_updates=1000, calls=5, matmul=(256, 1024), eval_points=9,
-                  eval_episodes=10, max_steps=1000, seeds=5, loop_calls=(2, 10), loop_pairs=3),
+                  eval_episodes=10, max_steps=1000, seeds=5, loop_calls=(2, 10), loop_pairs=4),
     "full": dict(call_seconds=1.5, min_updates=50, max_updates=5000, calls=5, matmul=(256, 1024, 2048),
-                 eval_points=9, eval_episodes=20, max_steps=1000, seeds=5, loop_calls=(2, 10), loop_pairs=5),
+                 eval_points=9, eval_episodes=20, max_steps=1000, seeds=5, loop_calls=(2, 10), loop_pairs=6),
 }
 EXPECTED_UTILISATION = 0.6  # only sizes the calls; the measured utilisation is what is reported
 # Hopper-sized problems: 11 observations, 3 actions.
@@ -305,44 +305,49 @@ def train_loop_rate(name: str, config: Any, dataset: Dataset, spec: Spec, k: int
     model-based algorithm reads an untrained ensemble (cache_untrained_dynamics).
 
     The machine's load drifts, so each of ``loop_pairs`` pairs re-times ``chunk_call`` just before its two
-    runs and yields its own fractions; the two lengths alternate in order, so that neither gains from
-    caches the other warmed. Fractions are medians over pairs, of wall-clock rates and of process CPU time
-    (which time slices lost to other processes do not inflate)."""
+    runs; the pairs alternate the order of the two lengths, so that a constant penalty on the run that comes
+    first or second (caches it warms, garbage it leaves) cancels. The fractions pool the pairs: the
+    in-process time of the extra updates over the runs' extra time,
+    each summed over the pairs, in wall clock and in process CPU time (which time slices lost to other
+    processes do not inflate). Each pair's own fraction is kept to show the spread. An untimed run comes
+    first: the first run in a process also compiles the jitted helpers every run shares."""
     import tempfile
 
     from drorl.train import RunSettings, train
 
     short, long = profile["loop_calls"]
-    pairs = []
+    # [wall, CPU] seconds summed over the pairs: the in-process call's for the extra updates, the runs' extra
+    chunk, extra = np.zeros(2), np.zeros(2)
+    per_pair = []
     with tempfile.TemporaryDirectory() as tmp:
         cache_untrained_dynamics(config, dataset, Path(tmp) / "prepared")
 
-        def run_seconds(calls: int, run_dir: Path) -> tuple[float, float]:
+        def run_seconds(calls: int, run_dir: Path) -> np.ndarray:
             settings = RunSettings(steps=calls * k, seeds=(0,), updates_per_call=k, checkpoint_every=10_000)
             wall, cpu = time.perf_counter(), time.process_time()
             train(name, dataset, run_dir, settings, config=config, spec=spec, progress=False,
                   prepared_dir=Path(tmp) / "prepared")
-            return time.perf_counter() - wall, time.process_time() - cpu
+            return np.array([time.perf_counter() - wall, time.process_time() - cpu])
 
+        run_seconds(short, Path(tmp) / "first")  # untimed: the one-time costs of a process's first run
         for pair in range(profile["loop_pairs"]):
-            chunk_wall, chunk_cpu = seconds_per_call(chunk_call, profile["calls"])
+            pair_chunk = (long - short) * np.array(seconds_per_call(chunk_call, profile["calls"]))
             order = (short, long) if pair % 2 == 0 else (long, short)
             seconds = {calls: run_seconds(calls, Path(tmp) / f"run{pair}-{calls}") for calls in order}
-            # at smoke sizes noise can exceed the extra work: no rate then
-            extra_wall, extra_cpu = (seconds[long][i] - seconds[short][i] for i in (0, 1))
-            rate = (long - short) * k / extra_wall if extra_wall > 0 else float("nan")
-            cpu_fraction = chunk_cpu * (long - short) / extra_cpu if extra_cpu > 0 else float("nan")
-            pairs.append((rate, rate * chunk_wall / k, cpu_fraction))
-    rates, fractions, cpu_fractions = (list(column) for column in zip(*pairs))
-    return {"train_loop_updates_per_s": finite_median(rates), "train_loop_fraction": finite_median(fractions),
-            "train_loop_cpu_fraction": finite_median(cpu_fractions), "train_loop_fractions": fractions,
-            "train_loop_cpu_fractions": cpu_fractions, "train_loop_runs": [short * k, long * k]}
+            pair_extra = seconds[long] - seconds[short]
+            chunk, extra = chunk + pair_chunk, extra + pair_extra
+            per_pair.append(fractions(pair_chunk, pair_extra))
+    wall_fraction, cpu_fraction = fractions(chunk, extra)
+    return {"train_loop_updates_per_s": (long - short) * k * profile["loop_pairs"] / extra[0] if extra[0] > 0
+            else float("nan"), "train_loop_fraction": wall_fraction, "train_loop_cpu_fraction": cpu_fraction,
+            "train_loop_fractions": [f[0] for f in per_pair], "train_loop_cpu_fractions": [f[1] for f in per_pair],
+            "train_loop_runs": [short * k, long * k]}
 
 
-def finite_median(values: list[float]) -> float:
-    """The median of the finite values (a pair whose runs' difference was lost in noise has none); NaN if none."""
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.median(finite)) if finite else float("nan")
+def fractions(chunk: np.ndarray, extra: np.ndarray) -> tuple[float, float]:
+    """In-process seconds over the loop's for the same updates (wall, CPU); NaN where the runs' difference
+    was lost in noise (at smoke sizes it can exceed the extra work)."""
+    return tuple(float(c / e) if e > 0 else float("nan") for c, e in zip(chunk, extra))
 
 
 def loop_cell(row: dict[str, Any]) -> str:
@@ -422,7 +427,7 @@ def markdown_report(result: dict[str, Any]) -> list[str]:
                      f"{100 * r['utilisation']:.0f} % | {r['compile_s']:.2f} | {r['vmap_speedup']:.2f}x | "
                      f"{r['vmap_bound']:.2f}x | {loop} |")
     lines += ["", "drorl train: a real training run's updates/s over the in-process rate above, wall clock / process "
-              f"CPU time, the median of {result['settings']['loop_pairs']} pairs of runs of "
+              f"CPU time, pooled over {result['settings']['loop_pairs']} pairs of runs of "
               f"{' and '.join(map(str, result['settings']['loop_calls']))} calls (their difference, so that start-up "
               "and compilation cancel); '-': an online algorithm or an estimator, which `drorl train` does not run.",
               "", f"Sweep evaluation: {evaluation['batched_episodes_per_s']:.2f} episodes/s batched vs "
@@ -478,8 +483,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       f"{100 * r['utilisation']:.0f} %", f"{r['compile_s']:.2f}", f"{r['vmap_speedup']:.2f}x",
                       f"{r['vmap_bound']:.2f}x", loop)
     console.print(table)
-    console.print("drorl train: a real run's updates/s over the in-process rate, wall clock / CPU time (median of "
-                  f"{profile['loop_pairs']} pairs of run lengths); '-': not run by `drorl train` (online, estimator)")
+    console.print("drorl train: a real run's updates/s over the in-process rate, wall clock / CPU time "
+                  f"({profile['loop_pairs']} pairs of run lengths); '-': not run by `drorl train` (online, estimator)")
     console.print(f"vmap ceiling: {ceiling['batch']} batched {ceiling['n']}x{ceiling['n']} products run at "
                   f"{ceiling['batched_gflops']:.0f} GFLOP/s (one alone: {ceiling['single_gflops']:.0f}); the most "
                   "vmap can gain per algorithm is that rate over its one-seed GFLOP/s (column 'vmap bound')")
