@@ -163,6 +163,14 @@ def test_safety_smoke_report_carries_the_aggregates(tmp_path, monkeypatch):
     # a second run resumes from safety_eval.json: nothing is retrained (a training would raise here)
     monkeypatch.setattr(safety, "train_online", lambda *args, **kwargs: pytest.fail("retrained a finished run"))
     assert safety.run("smoke", out).read_text() == text
+    # a health warning a run's monitor logged reaches the report
+    metrics = sorted(out.rglob("metrics.jsonl"))[0]
+    with metrics.open("a") as f:
+        f.write(json.dumps({"step": 300, "warning": "drift", "metric": "q_target_mean", "meaning": "the critic "
+                            "diverges", "slope_per_step": 0.1, "p_value": 1e-6, "window": [100, 300], "from": 1.0,
+                            "to": 21.0}) + "\n")
+    text = safety.run("smoke", out).read_text()
+    assert "## Training health" in text and "q_target_mean drifts without levelling off" in text
 
 
 def test_a_finished_run_that_recorded_another_run_is_reused_with_a_warning(tmp_path, capsys):

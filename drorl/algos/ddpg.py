@@ -22,6 +22,9 @@ from drorl.nn.critics import Critic
 from drorl.nn.policies import DeterministicPolicy
 from drorl.nn.train_state import TrainState, gradient_step
 
+# metrics the health monitor (drorl.health) watches for drift, and what drifting means
+DIAGNOSTICS = {"q_target_mean": "the critic diverges (bootstrapped values feeding on themselves)"}
+
 # (map parameters, raw observations [B, obs_dim], unit actions [B, A]) -> unit actions executed
 ActionMap = Callable[[Any, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 

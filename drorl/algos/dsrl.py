@@ -34,6 +34,9 @@ from drorl.errors import DrorlError
 from drorl.robust.cbf_qp import DEFAULT_SLACK_WEIGHT, CBFRows, cbf_qp
 from drorl.robust.wasserstein import ascent_step
 
+# DSRL's agent is DDPG's: the same critic to watch (drorl.health)
+DIAGNOSTICS = ddpg.DIAGNOSTICS
+
 TASKS = ("safe-unicycle", "safe-double-integrator", "safe-quadcopter")
 
 

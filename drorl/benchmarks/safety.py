@@ -34,6 +34,7 @@ from drorl.algos import dsrl
 from drorl.benchmarks.common import (Difference, Job, Suite, fmt, holm_verdicts, missing_tasks_note, profile_lines,
                                     warn_if_other_run)
 from drorl.envs import safety
+from drorl.health import report_lines
 from drorl.io_utils import atomic_path, write_bytes_atomic, write_json_atomic
 from drorl.online import OnlineSettings, train_online
 
@@ -346,6 +347,7 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job[Setting]], 
             curve = _plot_tradeoff(grouped, sorted([profile.radius, *profile.radius_sweep]), profile.radius, out)
             lines += [f"![rho_d trade-off]({curve.name})", ""]
     lines += _aggregate_lines(profile, jobs, results, out)
+    lines += report_lines((f"{job.task} {job.label}", job.run_dir) for job in jobs)
     report = out / "report.md"
     write_bytes_atomic(report, "\n".join(lines).encode())
     write_json_atomic(out / "results.json", summary)
