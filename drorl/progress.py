@@ -38,12 +38,13 @@ def _rate(speed: float | None, unit: str) -> str:
 
 PLAIN_INTERVAL_S = 60.0
 _DRAWN: list[Progress] = []  # the Rich display on screen, if any (rows of nested bars go into it)
-_SILENCED: list[bool] = []  # non-empty: this process draws no bars
+_silenced = False  # True: this process draws no bars
 
 
 def silence() -> None:
     """No bars from this process from now on: a pool worker, whose parent draws the one bar."""
-    _SILENCED.append(True)
+    global _silenced
+    _silenced = True
 
 
 def _clock(seconds: float) -> str:
@@ -81,7 +82,7 @@ class _PlainProgress:
 def progress_bar(description: str, total: int, completed: int = 0, enabled: bool = True,
                  unit: str = "it") -> Iterator[Callable[[int], None]]:
     """Yield ``advance(n)``; draws description, bar, done/total, rate, elapsed and ETA on stderr."""
-    if not enabled or _SILENCED:
+    if not enabled or _silenced:
         yield lambda n: None
         return
     console = Console(stderr=True)

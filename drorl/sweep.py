@@ -165,24 +165,18 @@ def as_text(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-def field_value(config: Any, path: str) -> Any:
-    for part in path.split("."):
-        config = getattr(config, part)
-    return config
-
-
 def typed_overrides(algorithm: str, overrides: dict[str, Any], source: str) -> dict[str, Any]:
     """``overrides`` checked against the offline algorithm's config and read as each field's type, as ``--set``
     reads them (YAML reads 3e-4 as a string), before any cell runs."""
     from drorl import algos
-    from drorl.algos.base import config_with_overrides
+    from drorl.algos.base import config_value, config_with_overrides
 
     try:
         config = config_with_overrides(algos.get(algorithm, "offline").Config,
                                        {key: as_text(value) for key, value in overrides.items()})
     except DrorlError as exc:
         raise DrorlError(f"{source}: {algorithm}: {exc}") from None
-    return {key: field_value(config, key) for key in overrides}
+    return {key: config_value(config, key) for key in overrides}
 
 
 def is_done(cell: dict[str, Any]) -> bool:

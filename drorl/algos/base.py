@@ -152,6 +152,13 @@ def config_fields(config_cls: type, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def config_value(config: Any, path: str) -> Any:
+    """The value at a dotted path into a (possibly nested) config (``policy.lr``; ``model`` for a nested config)."""
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
+
+
 def _owner(config_cls: type) -> str:
     return config_cls.__module__.split(".")[-1]
 

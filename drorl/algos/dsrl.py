@@ -146,21 +146,23 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
                                                      "transport_mean": transport}
 
 
+def guarded_action(state: State, obs: jnp.ndarray, unit: jnp.ndarray) -> jnp.ndarray:
+    """The layer applied to a unit action, returned in the task's action box."""
+    return state.scaler.from_unit_action(
+        safe_unit_action(state.task, state.config, state.scaler, state.nominal_samples, state.delta, obs, unit))
+
+
 def act(state: State, obs: jnp.ndarray, key: jax.Array, deterministic: bool = True) -> jnp.ndarray:
     """The layer applied to DDPG's action (with its exploration noise: exploring stays guarded)."""
-    unit = ddpg.unit_action(state.agent, obs, key, deterministic)
-    safe = safe_unit_action(state.task, state.config, state.scaler, state.nominal_samples, state.delta, obs, unit)
-    return state.scaler.from_unit_action(safe)
+    return guarded_action(state, obs, ddpg.unit_action(state.agent, obs, key, deterministic))
 
 
 def executed_action(state: State, obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
     """The layer applied to a raw action in the task's box: what the online loop executes and stores for its
     uniform warm-up actions, so that the buffer holds only actions the method itself would execute."""
-    if state.config.layer == "none":
+    if state.config.layer == "none":  # the raw action itself, not its round trip through [-1, 1]
         return action
-    unit = state.scaler.to_unit_action(action)
-    safe = safe_unit_action(state.task, state.config, state.scaler, state.nominal_samples, state.delta, obs, unit)
-    return state.scaler.from_unit_action(safe)
+    return guarded_action(state, obs, state.scaler.to_unit_action(action))
 
 
 def policy_params(state: State) -> Any:

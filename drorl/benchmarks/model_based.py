@@ -20,7 +20,7 @@ import numpy as np
 
 from drorl import algos
 from drorl.aggregates import aggregate_section
-from drorl.algos.base import replace_config
+from drorl.algos.base import config_value, replace_config
 from drorl.benchmarks.common import (Difference, Job, Schedule, SeedCurves, Suite, fmt, holm_verdicts, load_dataset,
                                     missing_tasks_note, pooled_seed_sd, prepare_datasets, profile_lines,
                                     resolvable_difference, train_and_evaluate)
@@ -172,9 +172,7 @@ def jobs_of(profile: Profile, out: Path) -> list[Job[Setting]]:
 def model_config(job: Job[Setting]) -> Any:
     """The job's dynamics-ensemble and rollout settings (``model_based.ModelConfig``), at its algorithm's nesting."""
     config = replace_config(algos.get(job.algorithm, "offline").Config(), job.overrides, option="benchmark override")
-    for part in MODEL_PREFIX[job.algorithm].rstrip(".").split("."):
-        config = getattr(config, part)
-    return config
+    return config_value(config, MODEL_PREFIX[job.algorithm].rstrip("."))
 
 
 def prepare(profile: Profile, out: Path) -> None:
