@@ -1,6 +1,8 @@
 """Every suite's report carries the aggregates over tasks (IQM with bootstrap intervals), checked on
 synthetic evaluation results so that nothing trains."""
 
+import dataclasses
+
 import numpy as np
 
 
@@ -27,7 +29,7 @@ def test_robust_il_report_has_aggregates(tmp_path):
 def test_ovr_report_has_aggregates(tmp_path):
     from drorl.benchmarks import ovr
 
-    profile = ovr.PROFILES["smoke"]
+    profile = dataclasses.replace(ovr.PROFILES["smoke"], noise=(0.0, 1.0))
     jobs = ovr.jobs_of(profile, tmp_path)
     results = [fake_eval([50.0, 60.0 if job.label == "BCQ" else 70.0]) for job in jobs]
     text = ovr.write_report("smoke", profile, jobs, results, tmp_path).read_text()
@@ -60,7 +62,6 @@ def test_safety_report_aggregates_the_safe_episode_and_goal_rates(tmp_path):
 def test_safety_report_tests_the_claim_with_welch_and_holm(tmp_path):
     """DSRL minus each other method per test family, for the violation rate, the goal rate and the return: a
     Welch interval over seeds and the verdict after Holm's correction over every comparison of the report."""
-    import dataclasses
 
     from drorl.benchmarks import safety
 
