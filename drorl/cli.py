@@ -331,9 +331,9 @@ def ope_cmd(
 def benchmark_cmd(
     suite: str = typer.Argument(..., help="robust-il, ovr, model-based, safety or stackelberg"),
     profile: str = typer.Option("quick", help="quick, full, or a suite-specific ablation (robust-il: rho-sweep, "
-                                              "balance, divergence, initial-states, time-weighting, halfcheetah-rate; "
-                                              "ovr: lambda-sweep, iw; model-based: paper; stackelberg: study, "
-                                              "paper)."),
+                                              "balance, divergence, initial-states, time-weighting, halfcheetah-rate, "
+                                              "capacity; ovr: verdict, lambda-sweep, iw; model-based: paper; "
+                                              "stackelberg: study, paper)."),
     backend: str = typer.Option("local", help="local (this machine) or ray (pip install 'drorl\\[ray]'); "
                                               "Ray runs each job as a task with one XLA thread."),
     workers: Optional[int] = typer.Option(None, help="local: run the jobs on N worker processes, each pinned to "

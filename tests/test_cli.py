@@ -144,3 +144,15 @@ def test_help_keeps_install_extras_visible():
     out = subprocess.run([sys.executable, "-m", "drorl.cli", "benchmark", "--help"], capture_output=True, text=True,
                          env={**os.environ, "COLUMNS": "200"})
     assert out.returncode == 0 and "drorl[ray]" in out.stdout
+
+
+def test_benchmark_help_names_every_ablation_profile():
+    # a profile the help does not name is one users cannot find
+    from drorl.benchmarks import model_based, ovr, robust_il, safety, stackelberg
+
+    out = subprocess.run([sys.executable, "-m", "drorl.cli", "benchmark", "--help"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "400"})
+    listed = " ".join(out.stdout.split()).replace("│", "")
+    for suite in (robust_il, ovr, model_based, safety, stackelberg):
+        for name in set(suite.PROFILES) - {"smoke", "quick", "full", "quickstart"}:
+            assert name in listed, (suite.__name__, name)

@@ -62,7 +62,6 @@ def test_safety_report_aggregates_the_safe_episode_and_goal_rates(tmp_path):
 def test_safety_report_tests_the_claim_with_welch_and_holm(tmp_path):
     """DSRL minus each other method per test family, for the violation rate, the goal rate and the return: a
     Welch interval over seeds and the verdict after Holm's correction over every comparison of the report."""
-
     from drorl.benchmarks import safety
 
     profile = dataclasses.replace(safety.PROFILES["smoke"], seeds=(0, 1, 2))
