@@ -3,10 +3,12 @@
     python -m tools.be_droil_weights RUN_DIR [RUN_DIR ...]
 
 For each run (its first seed's latest checkpoint) it recomputes w* on every demonstration transition
-and prints, per band of time steps, the mean weight, the mean imitation loss, and the weights the
-balance equation alone admits when every state is distinct (be_droil.Config.initial_states):
-T (1 - g) g^t from the first states, 1 - g^(t+1) from all states. Also the correlations of w* with
-that profile, with the loss and with the residual e. A markdown table, for docs/results.
+and prints, per band of time steps, the mean weight, the mean imitation loss, the band's mass under the
+expert's discounted occupancy d_D, and the weights the balance equation alone admits when every state
+is distinct: under ``occupancy="uniform"`` T (1 - g) g^t from the first states, 1 - g^(t+1) from all
+states (be_droil.Config.initial_states); under ``occupancy="discounted"`` w = 1. Then the correlations
+of w* with g^t, the loss and the residual e, over the rows as stored and under d_D (rows weighted by
+their d_D probability: what the training batches see). A markdown table, for docs/results.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from drorl.train import device_data, load_states
 BANDS = ((0, 10), (10, 50), (50, 100), (100, 200), (200, 400), (400, 700), (700, 1000))
 
 
-def balance_profile(steps: np.ndarray, episodes: int, gamma: float, initial_states: str) -> np.ndarray:
+def balance_profile(steps: np.ndarray, episodes: int, gamma: float, initial_states: str, occupancy: str
+                    ) -> np.ndarray:
     """The only w the balance equation admits when every dataset state is distinct."""
+    if occupancy == "discounted":
+        return np.ones_like(steps, dtype=np.float64)
     if initial_states == "all":
         return 1.0 - gamma ** (steps + 1)
     return steps.shape[0] / episodes * (1.0 - gamma) * gamma**steps
@@ -42,19 +47,31 @@ def weights_by_time(run_dir: Path) -> str:
     losses, residual, weights = (np.asarray(x) for x in be_droil.current_weights(state, every_row(device_data(dataset))))
     tau = be_droil.tau_of(state.dual.params["tau_raw"])
     steps = dataset.time_steps
-    profile = balance_profile(steps, dataset.num_episodes, config.gamma, config.initial_states)
-    lines = [f"### {run_dir} (seed {record['seeds'][0]}, initial_states={config.initial_states}, rho={config.rho}, "
-             f"tau={float(tau):.3g})", "",
-             "| time steps | mean w* | balance-only w | mean imitation loss |", "|---|---|---|---|"]
+    profile = balance_profile(steps, dataset.num_episodes, config.gamma, config.initial_states, config.occupancy)
+    discount = config.gamma**steps
+    lengths = dataset.episode_lengths[dataset.episode_index]
+    d_mass = (1.0 - config.gamma) * discount / (1.0 - config.gamma**lengths) / dataset.num_episodes
+    lines = [f"### {run_dir} (seed {record['seeds'][0]}, occupancy={config.occupancy}, "
+             f"initial_states={config.initial_states}, rho={config.rho}, tau={float(tau):.3g})", "",
+             "| time steps | mean w* | balance-only w | mean imitation loss | d_D mass |", "|---|---|---|---|---|"]
     for low, high in BANDS:
         band = (steps >= low) & (steps < high)
         if band.any():
             lines.append(f"| [{low}, {high}) | {weights[band].mean():.3f} | {profile[band].mean():.3f} | "
-                         f"{losses[band].mean():.4f} |")
-    corr = lambda a, b: float(np.corrcoef(a, b)[0, 1])  # noqa: E731
-    lines += ["", f"corr(w*, balance-only w) = {corr(weights, profile):.2f}; corr(w*, loss) = "
-                  f"{corr(weights, losses):.2f}; corr(w*, e) = {corr(weights, residual):.2f}", ""]
+                         f"{losses[band].mean():.4f} | {d_mass[band].sum():.3f} |")
+    rows, under_d = (lambda a, b: _correlation(a, b, None)), (lambda a, b: _correlation(a, b, d_mass))
+    lines += ["", f"rows as stored: corr(w*, g^t) = {rows(weights, discount):.2f}, corr(w*, loss) = "
+                  f"{rows(weights, losses):.2f}, corr(w*, e) = {rows(weights, residual):.2f}; under d_D: corr(w*, g^t) = "
+                  f"{under_d(weights, discount):.2f}, corr(w*, loss) = {under_d(weights, losses):.2f}, E_D[w*] = "
+                  f"{float(d_mass @ weights):.3f}, d_D mass with w* > 1: {float(d_mass[weights > 1].sum()):.3f}", ""]
     return "\n".join(lines)
+
+
+def _correlation(x: np.ndarray, y: np.ndarray, probabilities: np.ndarray | None) -> float:
+    """Pearson correlation of x and y, under the row probabilities given (uniform when None)."""
+    p = np.full(x.shape, 1.0 / x.size) if probabilities is None else probabilities / probabilities.sum()
+    xc, yc = x - p @ x, y - p @ y
+    return float(p @ (xc * yc) / np.sqrt((p @ xc**2) * (p @ yc**2)))
 
 
 def main() -> None:
