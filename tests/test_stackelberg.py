@@ -16,6 +16,7 @@ from jax.flatten_util import ravel_pytree
 from drorl.algos import stackelberg
 from drorl.algos.base import Spec
 from drorl.nn.train_state import TrainState, gradient_step
+from drorl.errors import DrorlError
 
 N_STATES, N_ACTIONS, GAMMA = 4, 2, 0.9
 
@@ -113,13 +114,14 @@ def train_on(batch, config, spec, steps):
     return state, jax.jit(lambda s, keys: jax.lax.scan(step, s, keys))(state, keys)
 
 
-@pytest.mark.parametrize("simultaneous", [False, True])
-def test_leader_moves_a_categorical_policy_toward_the_better_action(simultaneous):
+@pytest.mark.parametrize("simultaneous, pessimism", [(False, "absolute"), (True, "absolute"), (False, "relative")])
+def test_leader_moves_a_categorical_policy_toward_the_better_action(simultaneous, pessimism):
     """From a uniform start, the full update (follower step, then the leader's total derivative or, in the
     ablation, its partial gradient) makes action 0, the one with reward 1, the greedy and likely one; a
-    leader that descended f1 instead of ascending it would move the other way."""
+    leader that descended f1 instead of ascending it would move the other way. Relative pessimism too."""
     config = stackelberg.Config(policy_hidden_dims=(), q_hidden_dims=(), gamma=0.5, batch_size=64, policy_lr=0.05,
-                                q_lr=0.05, simultaneous=simultaneous)
+                                q_lr=0.05, simultaneous=simultaneous, pessimism=pessimism,
+                                leader_states="dataset" if pessimism == "relative" else "initial")
     state, (trained, metrics) = train_on(bandit(2), config, tabular_spec(2), 200)
     logits = stackelberg.networks(config, 1, 2).policy.apply(trained.policy.params, jnp.array([[1.0, 0.0]]))
     probs = jax.nn.softmax(logits)
@@ -140,16 +142,17 @@ def test_leader_moves_a_tanh_gaussian_policy_toward_the_better_action():
     assert abs(before) < 0.3 and abs(after - 0.5) < 0.15, (before, after)
 
 
-@pytest.mark.parametrize("q_hidden_dims, curvature", [((3,), "v"), ((), "gauss-newton")])
+@pytest.mark.parametrize("q_hidden_dims, curvature, pessimism", [((3,), "v", "absolute"), ((), "gauss-newton", "absolute"),
+                                                                 ((3,), "v", "relative"), ((), "gauss-newton", "relative")])
 def test_leader_gradient_is_the_dense_total_derivative_of_the_algorithms_objectives(float64, q_hidden_dims,
-                                                                                   curvature):
+                                                                                   curvature, pessimism):
     """The leader step wires the algorithm's f1 and f2 into the total derivative: on a tiny discrete problem
     it matches grad_theta f1 - M^T (H + beta I)^{-1} grad_phi f1 with H and M the dense Hessian and mixed block
     of f2 (V-statistic; beta above H's most negative eigenvalue, CG run to convergence). With q linear in phi
     (no hidden layer) the Gauss-Newton curvature is that Hessian, and the Gauss-Newton mixed block is the
     pessimism term's plus 2 lambda J_phi^T K J_theta / n^2 (residual Jacobians): the exact mixed block's
     residual-weighted second derivatives, which made the learner collapse on CartPole, must be left out (they
-    change the answer here). The simultaneous ablation returns grad_theta f1 alone."""
+    change the answer here). The simultaneous ablation returns grad_theta f1 alone. Both pessimism terms."""
     rng = np.random.default_rng(1)
     n, obs_dim = 12, 3
     batch = {"observations": rng.normal(size=(n, obs_dim)), "actions": rng.integers(2, size=(n, 1)).astype(float),
@@ -157,7 +160,8 @@ def test_leader_gradient_is_the_dense_total_derivative_of_the_algorithms_objecti
              "terminals": (rng.random(n) < 0.3).astype(float), "initial_observations": rng.normal(size=(n, obs_dim))}
     spec = tabular_spec(obs_dim)
     base = stackelberg.Config(policy_hidden_dims=(3,), q_hidden_dims=q_hidden_dims, batch_size=n, kernel_weight=2.0,
-                              follower_curvature=curvature)
+                              follower_curvature=curvature, pessimism=pessimism,
+                              leader_states="dataset" if pessimism == "relative" else "initial")
     state = stackelberg.init(base, spec, jax.random.PRNGKey(0))
     state = jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
     data = stackelberg.prepare_batch(state, jax.tree.map(jnp.asarray, batch))
@@ -173,7 +177,7 @@ def test_leader_gradient_is_the_dense_total_derivative_of_the_algorithms_objecti
 
     def pessimism(t, p):
         return jnp.mean(stackelberg.game_terms(state, unravel_theta(t), unravel_phi(p), data, noise, "v")
-                        ["initial_values"])
+                        ["pessimism_values"])
 
     @jax.jit
     def dense_pieces(t, p):
@@ -228,3 +232,43 @@ def test_the_kernel_loss_sees_an_error_in_the_action_gap():
     level = kernel_loss(np.ones(n, np.float32))
     gap = kernel_loss(np.where(actions == 0, 1.0, -1.0).astype(np.float32))
     assert gap > 0.5 * level > 0, (gap, level)
+
+
+def test_relative_pessimism_scores_the_data_policy_zero_whatever_the_follower_does():
+    """With pessimism="relative" both players read E_D[q(s, pi) - q(s, a)]: a policy that takes the data's
+    actions scores exactly 0 for every q, and adding a constant to q, which moves the absolute term by that
+    constant, leaves the relative one unchanged (the follower cannot lower a policy's score by a uniform shift,
+    only by Bellman-consistent differences between its actions and the data's)."""
+    rng = np.random.default_rng(3)
+    n, obs_dim = 32, 3
+    obs = rng.normal(size=(n, obs_dim)).astype(np.float32)
+    batch = {"observations": obs, "actions": np.zeros((n, 1), np.float32), "rewards": rng.normal(size=n),
+             "next_observations": rng.normal(size=(n, obs_dim)), "terminals": np.zeros(n),
+             "initial_observations": rng.normal(size=(n, obs_dim))}
+    config = stackelberg.Config(policy_hidden_dims=(), q_hidden_dims=(8,), batch_size=n, pessimism="relative",
+                                leader_states="dataset")
+    state = stackelberg.init(config, tabular_spec(obs_dim), jax.random.PRNGKey(0))
+    data = stackelberg.prepare_batch(state, jax.tree.map(jnp.asarray, batch))
+    noise = jnp.zeros((3, n, 1))
+    # a policy that takes action 0, the data's, everywhere: logits from a zero kernel and a large bias
+    data_policy = jax.tree.map(jnp.zeros_like, state.policy.params)
+    data_policy["params"]["Dense_0"]["bias"] = jnp.array([30.0, -30.0])
+    phi = state.q.params
+    shifted = jax.tree.map(lambda x: x, phi)
+    shifted["params"]["Dense_1"]["bias"] = phi["params"]["Dense_1"]["bias"] + 5.0
+
+    def terms(theta, p):
+        return stackelberg.game_terms(state, theta, p, data, noise, "u")
+
+    assert abs(float(jnp.mean(terms(data_policy, phi)["leader_values"]))) < 1e-5
+    theta = state.policy.params
+    relative = [float(jnp.mean(terms(theta, p)["pessimism_values"])) for p in (phi, shifted)]
+    absolute = [float(jnp.mean(terms(theta, p)["initial_values"])) for p in (phi, shifted)]
+    assert abs(relative[1] - relative[0]) < 1e-5 and abs(relative[0]) > 1e-3, relative
+    np.testing.assert_allclose(absolute[1] - absolute[0], 5.0, rtol=1e-5)
+
+
+def test_relative_pessimism_needs_dataset_states():
+    config = stackelberg.Config(pessimism="relative")
+    with pytest.raises(DrorlError, match="leader_states=dataset"):
+        stackelberg.init(config, tabular_spec(3), jax.random.PRNGKey(0))

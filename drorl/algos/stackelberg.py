@@ -12,6 +12,17 @@ Hessian-vector products, beta annealed to a floor). The objectives are drorl's i
     f2        = E_{s0}[q(s0, pi)] + lambda L_K(R / (1 - g))        (follower, minimised; L_K the U-statistic)
     f1        = E_{s0}[q(s0, pi)]  or  E_{s ~ D}[q(s, pi)]           (leader, maximised)
 
+or, with ``pessimism="relative"`` (drorl's addition; ATAC's relative pessimism, Cheng et al. 2022, arXiv
+2202.02446), the value of pi relative to the data's own actions on dataset states in both players:
+
+    f2        = E_{(s, a) ~ D}[q(s, pi) - q(s, a)] + lambda L_K(R / (1 - g)),   f1 = E_{(s, a) ~ D}[q(s, pi) - q(s, a)]
+
+Why: with the absolute term the size of the pessimism a batch allows depends on the policy (how far the
+follower can lower q(s0, pi) while staying Bellman-consistent on those rows), and on CartPole the leader
+ascends it toward policies whose value terminal transitions pin, returning about 9 (docs/algorithms/
+stackelberg.md). The relative term costs the behaviour policy nothing whatever the follower does, so a
+policy's pessimistic score can only beat the data's where the data support it.
+
 Units (the spec's caution that lambda trades squared-reward against return units): q estimates the
 normalised value (1 - g) Q^pi / c, in per-step reward units divided by ``reward_scale`` c, and the kernel
 loss is taken on R / (1 - g), the residual in q's own units (a constant error delta in q is a residual of
@@ -53,6 +64,7 @@ import jax.numpy as jnp
 import optax
 
 from drorl.algos.base import Scaler, Spec
+from drorl.errors import DrorlError
 from drorl.nn.critics import Critic
 from drorl.nn.kernels import bellman_residuals, state_action_gram, u_statistic, v_statistic
 from drorl.nn.mlp import MLP
@@ -94,6 +106,9 @@ class Config:
         leader_states: "initial" (f1 = E_{s0}[q(s0, pi)], the paper's) or "dataset" (f1 = E_{s~D}[q(s, pi)],
             the spec's variant: with the initial-state objective the simultaneous ablation moves the policy
             only at initial states).
+        pessimism: "absolute" (the value term of both players is q(s, pi) at the leader's states for f1 and
+            E_{s0}[q(s0, pi)] for f2, the paper's) or "relative" (both are E_D[q(s, pi) - q(s, a)], ATAC's
+            relative pessimism; needs leader_states="dataset").
     """
 
     policy_hidden_dims: tuple[int, ...] = (256, 256)
@@ -111,6 +126,7 @@ class Config:
     follower_curvature: Literal["gauss-newton", "v", "u"] = "gauss-newton"
     simultaneous: bool = False
     leader_states: Literal["initial", "dataset"] = "initial"
+    pessimism: Literal["absolute", "relative"] = "absolute"
 
 
 @flax.struct.dataclass
@@ -140,6 +156,9 @@ def networks(config: Config, act_dim: int, num_actions: int | None) -> Networks:
 
 
 def init(config: Config, spec: Spec, key: jax.Array) -> State:
+    if config.pessimism == "relative" and config.leader_states != "dataset":
+        raise DrorlError("stackelberg: pessimism=relative compares pi with the data's actions, so it needs "
+                         "leader_states=dataset")
     nets = networks(config, spec.act_dim, spec.num_actions)
     k_policy, k_q = jax.random.split(key)
     obs = jnp.zeros((1, spec.obs_dim), jnp.float32)
@@ -185,10 +204,12 @@ def normalised_residuals(rewards: jnp.ndarray, terminals: jnp.ndarray, next_valu
     return bellman_residuals(scaled_rewards, terminals, next_values, q_taken, gamma) / (1.0 - gamma)
 
 
-def follower_objective(initial_values: jnp.ndarray, kernel_loss: jnp.ndarray, kernel_weight: float) -> jnp.ndarray:
-    """f2 = E_{s0}[q(s0, pi)] + lambda L_K(q; pi): the spec's pessimistic follower (the Lagrangian of
-    min E q(s0, pi) subject to L_K <= eps; the paper's transition-consistent pessimism)."""
-    return jnp.mean(initial_values) + kernel_weight * kernel_loss
+def follower_objective(pessimism_values: jnp.ndarray, kernel_loss: jnp.ndarray, kernel_weight: float
+                       ) -> jnp.ndarray:
+    """f2 = E[v] + lambda L_K(q; pi), v = q(s0, pi) at initial states (the spec's pessimistic follower: the
+    Lagrangian of min E q(s0, pi) subject to L_K <= eps, the paper's transition-consistent pessimism) or
+    v = q(s, pi) - q(s, a) on dataset pairs (``pessimism="relative"``)."""
+    return jnp.mean(pessimism_values) + kernel_weight * kernel_loss
 
 
 def leader_objective(values: jnp.ndarray) -> jnp.ndarray:
@@ -218,19 +239,25 @@ def prepare_batch(state: State, batch: dict[str, jnp.ndarray]) -> dict[str, jnp.
 def game_terms(state: State, theta: Any, phi: Any, data: dict[str, jnp.ndarray], noise: jnp.ndarray,
                statistic: str) -> dict[str, jnp.ndarray]:
     """Both players' terms at (theta, phi) on one prepared batch: q(s0, pi) per initial state, the kernel
-    loss with ``statistic`` ("u" or "v") and q(s, pi) at the leader's states. ``noise`` [3, B, A] holds
-    the standard normal draws of a' ~ pi(s'), a0 ~ pi(s0) and a ~ pi(s) (continuous tasks)."""
+    loss with ``statistic`` ("u" or "v"), the leader's values (q(s, pi) at its states, or q(s, pi) - q(s, a)
+    with relative pessimism) and the follower's pessimism values. ``noise`` [3, B, A] holds the standard
+    normal draws of a' ~ pi(s'), a0 ~ pi(s0) and a ~ pi(s) (continuous tasks)."""
     config = state.config
     nets = networks(config, state.act_dim, state.num_actions)
     next_values = policy_value(nets, theta, phi, data["next_obs"], noise[0])
-    residuals = normalised_residuals(data["rewards"], data["terminals"], next_values,
-                                     q_of_actions(nets, phi, data["obs"], data["actions"]), config.gamma,
+    q_taken = q_of_actions(nets, phi, data["obs"], data["actions"])
+    residuals = normalised_residuals(data["rewards"], data["terminals"], next_values, q_taken, config.gamma,
                                      config.reward_scale)
     initial_values = policy_value(nets, theta, phi, data["initial_obs"], noise[1])
-    leader_values = (initial_values if config.leader_states == "initial"
-                     else policy_value(nets, theta, phi, data["obs"], noise[2]))
+    if config.leader_states == "initial":
+        leader_values = initial_values
+    else:
+        leader_values = policy_value(nets, theta, phi, data["obs"], noise[2])
+    if config.pessimism == "relative":
+        leader_values = leader_values - q_taken
     kernel_loss = KERNEL_STATISTICS[statistic](residuals, data["gram"])
     return {"initial_values": initial_values, "kernel_loss": kernel_loss, "leader_values": leader_values,
+            "pessimism_values": leader_values if config.pessimism == "relative" else initial_values,
             "residuals": residuals}
 
 
@@ -238,7 +265,7 @@ def follower(state: State, data: dict[str, jnp.ndarray], noise: jnp.ndarray, sta
     """f2(theta, phi) -> (value, terms) on one prepared batch."""
     def f2(theta, phi):
         terms = game_terms(state, theta, phi, data, noise, statistic)
-        return follower_objective(terms["initial_values"], terms["kernel_loss"], state.config.kernel_weight), terms
+        return follower_objective(terms["pessimism_values"], terms["kernel_loss"], state.config.kernel_weight), terms
 
     return f2
 
@@ -263,7 +290,7 @@ def gauss_newton_curvature(state: State, theta: Any, phi: Any, data: dict[str, j
 
 
 def gauss_newton_follower(state: State, theta: Any, phi: Any, data: dict[str, jnp.ndarray], noise: jnp.ndarray):
-    """f2 with the residuals linearised at (theta, phi): E_{s0}[q(s0, pi)] + lambda V(R0 + J_theta dtheta +
+    """f2 with the residuals linearised at (theta, phi): E[v] + lambda V(R0 + J_theta dtheta +
     J_phi dphi). Its mixed block d2 f2 / d theta d phi is the pessimism term's plus 2 lambda J_phi^T K J_theta
     / n^2, the Gauss-Newton block that goes with ``gauss_newton_curvature``: the residual-weighted second
     derivatives sum_ij K_ij R_j d2 R_i / d theta d phi, which vanish where the residuals do, are left out of
@@ -277,8 +304,8 @@ def gauss_newton_follower(state: State, theta: Any, phi: Any, data: dict[str, jn
 
     def f2(t, p):
         linearised = start + linear(jax.tree.map(jnp.subtract, t, theta), jax.tree.map(jnp.subtract, p, phi))
-        initial_values = game_terms(state, t, p, data, noise, "v")["initial_values"]
-        return follower_objective(initial_values, v_statistic(linearised, data["gram"]), state.config.kernel_weight)
+        pessimism_values = game_terms(state, t, p, data, noise, "v")["pessimism_values"]
+        return follower_objective(pessimism_values, v_statistic(linearised, data["gram"]), state.config.kernel_weight)
 
     return f2
 
