@@ -142,8 +142,9 @@ def test_leader_moves_a_tanh_gaussian_policy_toward_the_better_action():
     assert abs(before) < 0.3 and abs(after - 0.5) < 0.15, (before, after)
 
 
-@pytest.mark.parametrize("q_hidden_dims, curvature, pessimism", [((3,), "v", "absolute"), ((), "gauss-newton", "absolute"),
-                                                                 ((3,), "v", "relative"), ((), "gauss-newton", "relative")])
+@pytest.mark.parametrize("q_hidden_dims, curvature, pessimism",
+                         [((3,), "v", "absolute"), ((), "gauss-newton", "absolute"), ((3,), "v", "relative"),
+                          ((), "gauss-newton", "relative")])
 def test_leader_gradient_is_the_dense_total_derivative_of_the_algorithms_objectives(float64, q_hidden_dims,
                                                                                    curvature, pessimism):
     """The leader step wires the algorithm's f1 and f2 into the total derivative: on a tiny discrete problem

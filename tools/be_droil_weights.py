@@ -44,7 +44,8 @@ def weights_by_time(run_dir: Path) -> str:
     dataset, _, _ = resolve(record["dataset"]["id"], progress=False)
     state = jax.tree_util.tree_map(lambda x: x[0], states)
     config = state.config
-    losses, residual, weights = (np.asarray(x) for x in be_droil.current_weights(state, every_row(device_data(dataset))))
+    batch = every_row(device_data(dataset))
+    losses, residual, weights = (np.asarray(x) for x in be_droil.current_weights(state, batch))
     tau = be_droil.tau_of(state.dual.params["tau_raw"])
     steps = dataset.time_steps
     profile = balance_profile(steps, dataset.num_episodes, config.gamma, config.initial_states, config.occupancy)
@@ -61,9 +62,9 @@ def weights_by_time(run_dir: Path) -> str:
                          f"{losses[band].mean():.4f} | {d_mass[band].sum():.3f} |")
     rows, under_d = (lambda a, b: _correlation(a, b, None)), (lambda a, b: _correlation(a, b, d_mass))
     lines += ["", f"rows as stored: corr(w*, g^t) = {rows(weights, discount):.2f}, corr(w*, loss) = "
-                  f"{rows(weights, losses):.2f}, corr(w*, e) = {rows(weights, residual):.2f}; under d_D: corr(w*, g^t) = "
-                  f"{under_d(weights, discount):.2f}, corr(w*, loss) = {under_d(weights, losses):.2f}, E_D[w*] = "
-                  f"{float(d_mass @ weights):.3f}, d_D mass with w* > 1: {float(d_mass[weights > 1].sum()):.3f}", ""]
+                  f"{rows(weights, losses):.2f}, corr(w*, e) = {rows(weights, residual):.2f}; under d_D: "
+                  f"corr(w*, g^t) = {under_d(weights, discount):.2f}, corr(w*, loss) = "
+                  f"{under_d(weights, losses):.2f}, E_D[w*] = {float(d_mass @ weights):.3f}, d_D mass with w* > 1: {float(d_mass[weights > 1].sum()):.3f}", ""]
     return "\n".join(lines)
 
 
