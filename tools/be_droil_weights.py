@@ -64,7 +64,8 @@ def weights_by_time(run_dir: Path) -> str:
     lines += ["", f"rows as stored: corr(w*, g^t) = {rows(weights, discount):.2f}, corr(w*, loss) = "
                   f"{rows(weights, losses):.2f}, corr(w*, e) = {rows(weights, residual):.2f}; under d_D: "
                   f"corr(w*, g^t) = {under_d(weights, discount):.2f}, corr(w*, loss) = "
-                  f"{under_d(weights, losses):.2f}, E_D[w*] = {float(d_mass @ weights):.3f}, d_D mass with w* > 1: {float(d_mass[weights > 1].sum()):.3f}", ""]
+                  f"{under_d(weights, losses):.2f}, E_D[w*] = {float(d_mass @ weights):.3f}, d_D mass with w* > 1: "
+                  f"{float(d_mass[weights > 1].sum()):.3f}", ""]
     return "\n".join(lines)
 
 
