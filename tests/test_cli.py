@@ -139,19 +139,14 @@ def test_help_texts():
         assert out.returncode == 0 and "Usage" in out.stdout
 
 
-def test_help_keeps_install_extras_visible():
-    # Rich markup would swallow an unescaped "[ray]", telling users to install the wrong thing
-    out = subprocess.run([sys.executable, "-m", "drorl.cli", "benchmark", "--help"], capture_output=True, text=True,
-                         env={**os.environ, "COLUMNS": "200"})
-    assert out.returncode == 0 and "drorl[ray]" in out.stdout
-
-
-def test_benchmark_help_names_every_ablation_profile():
-    # a profile the help does not name is one users cannot find
+def test_benchmark_help_keeps_install_extras_visible_and_names_every_ablation_profile():
+    # Rich markup would swallow an unescaped "[ray]", telling users to install the wrong thing; a profile the
+    # help does not name is one users cannot find
     from drorl.benchmarks import model_based, ovr, robust_il, safety, stackelberg
 
     out = subprocess.run([sys.executable, "-m", "drorl.cli", "benchmark", "--help"], capture_output=True, text=True,
                          env={**os.environ, "COLUMNS": "400"})
+    assert out.returncode == 0 and "drorl[ray]" in out.stdout
     listed = " ".join(out.stdout.split()).replace("│", "")
     for suite in (robust_il, ovr, model_based, safety, stackelberg):
         for name in set(suite.PROFILES) - {"smoke", "quick", "full", "quickstart"}:
