@@ -194,7 +194,8 @@ def write_report(profile_name: str, profile: Profile, jobs: list[Job[Setting]], 
     curves = {(j.task, j.setting.kind, j.label): SeedCurves.from_eval(r) for j, r in zip(jobs, results)}
     cells = list(dict.fromkeys((j.task, j.setting.kind) for j in jobs))
     lines = [f"# Model-based offline RL benchmark ({profile_name})", "",
-             "COMBO, DROMO, MOPO and MOPO-auto: the first empirical evaluation of DROMO (its paper has none). "
+             f"{', '.join(labels[:-1])} and {labels[-1]}: the first empirical evaluation of DROMO (its paper has "
+             "none). "
              f"Seeds {list(profile.seeds)}; {profile.steps:,} updates; {profile.episodes} evaluation episodes per "
              "seed and grid point. Scores are normalised (0 = random, 100 = the dataset's expert reference); "
              "entries are mean ± 95 % confidence half-width over seeds; differences carry their 95 % Welch "
