@@ -273,3 +273,28 @@ def test_relative_pessimism_needs_dataset_states():
     config = stackelberg.Config(pessimism="relative")
     with pytest.raises(DrorlError, match="leader_states=dataset"):
         stackelberg.init(config, tabular_spec(3), jax.random.PRNGKey(0))
+
+
+def test_leader_warmup_uses_the_partial_gradient_then_the_total_derivative():
+    """During ``leader_warmup`` updates the leader's step is the simultaneous ablation's; from then on it is
+    the full total derivative, identical to a run without warm-up at that step."""
+    rng = np.random.default_rng(2)
+    n, obs_dim = 16, 3
+    batch = {"observations": rng.normal(size=(n, obs_dim)), "actions": rng.integers(2, size=(n, 1)).astype(float),
+             "rewards": rng.normal(size=n), "next_observations": rng.normal(size=(n, obs_dim)),
+             "terminals": np.zeros(n), "initial_observations": rng.normal(size=(n, obs_dim))}
+    config = stackelberg.Config(policy_hidden_dims=(4,), q_hidden_dims=(4,), batch_size=n, leader_warmup=5)
+    state = stackelberg.init(config, tabular_spec(obs_dim), jax.random.PRNGKey(0))
+    data = stackelberg.prepare_batch(state, jax.tree.map(jnp.asarray, jax.tree.map(np.float32, batch)))
+    noise = jnp.zeros((3, n, 1))
+    gradient = jax.jit(lambda st: stackelberg.leader_gradient(st, st.q.params, data, noise))
+    flat = lambda g: np.asarray(ravel_pytree(g)[0])  # noqa: E731
+
+    def with_config(step, **changes):
+        return state.replace(config=dataclasses.replace(config, **changes), step=jnp.asarray(step, jnp.int32))
+
+    partial = flat(jax.grad(stackelberg.leader(state, data, noise))(state.policy.params, state.q.params))
+    total = flat(gradient(with_config(5, leader_warmup=0))[0])
+    assert np.linalg.norm(total - partial) > 0.1 * np.linalg.norm(total)  # the term matters here
+    np.testing.assert_allclose(flat(gradient(with_config(4))[0]), partial, rtol=1e-6)
+    np.testing.assert_allclose(flat(gradient(with_config(5))[0]), total, rtol=1e-6)

@@ -103,6 +103,9 @@ class Config:
             the exact Hessian and mixed block of f2 with the "v" or the "u" statistic (the Hessians are
             indefinite with a neural q: relies on beta_floor and CG's negative-curvature stop).
         simultaneous: the ablation in which the leader ascends grad_theta f1 only (no Stackelberg term).
+        leader_warmup: updates at the start during which the leader ascends grad_theta f1 only, as in the
+            simultaneous ablation, while the follower approaches its best response (the total derivative
+            assumes it is there). 0: the Stackelberg term from the first update (the spec's).
         leader_states: "initial" (f1 = E_{s0}[q(s0, pi)], the paper's) or "dataset" (f1 = E_{s~D}[q(s, pi)],
             the spec's variant: with the initial-state objective the simultaneous ablation moves the policy
             only at initial states).
@@ -125,6 +128,7 @@ class Config:
     beta_half_life: float = 5_000.0
     follower_curvature: Literal["gauss-newton", "v", "u"] = "gauss-newton"
     simultaneous: bool = False
+    leader_warmup: int = 0
     leader_states: Literal["initial", "dataset"] = "initial"
     pessimism: Literal["absolute", "relative"] = "absolute"
 
@@ -317,6 +321,17 @@ def leader_gradient(state: State, phi: Any, data: dict[str, jnp.ndarray], noise:
     if config.simultaneous:
         grad = jax.grad(leader(state, data, noise))(theta, phi)
         return grad, {"leader_partial_norm": optax.tree.norm(grad), "leader_stackelberg_norm": jnp.zeros(())}
+    if config.leader_warmup > 0:
+        warming = state.replace(config=dataclasses.replace(config, simultaneous=True))
+        total = state.replace(config=dataclasses.replace(config, leader_warmup=0))
+        # both branches return the same metrics; the warm-up's CG statistics are zeros
+        def partial_only(_):
+            grad, metrics = leader_gradient(warming, phi, data, noise)
+            return grad, {"beta": jnp.zeros(()), "cg_iterations": jnp.zeros(()), "cg_negative_curvature": jnp.zeros(()),
+                          **metrics}
+
+        return jax.lax.cond(state.step < config.leader_warmup, partial_only,
+                            lambda _: leader_gradient(total, phi, data, noise), None)
     beta = annealed_beta(state.step, initial=config.beta_initial, floor=config.beta_floor,
                          half_life=config.beta_half_life)
     if config.follower_curvature == "gauss-newton":
