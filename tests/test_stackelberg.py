@@ -15,8 +15,8 @@ from jax.flatten_util import ravel_pytree
 
 from drorl.algos import stackelberg
 from drorl.algos.base import Spec
-from drorl.nn.train_state import TrainState, gradient_step
 from drorl.errors import DrorlError
+from drorl.nn.train_state import TrainState, gradient_step
 
 N_STATES, N_ACTIONS, GAMMA = 4, 2, 0.9
 
@@ -247,7 +247,7 @@ def test_relative_pessimism_scores_the_data_policy_zero_whatever_the_follower_do
              "next_observations": rng.normal(size=(n, obs_dim)), "terminals": np.zeros(n),
              "initial_observations": rng.normal(size=(n, obs_dim))}
     config = stackelberg.Config(policy_hidden_dims=(), q_hidden_dims=(8,), batch_size=n, pessimism="relative",
-                                leader_states="dataset")
+                                leader_states="dataset", kernel_weight=1.0)  # small: f2 - lambda L_K loses no digits
     state = stackelberg.init(config, tabular_spec(obs_dim), jax.random.PRNGKey(0))
     data = stackelberg.prepare_batch(state, jax.tree.map(jnp.asarray, batch))
     noise = jnp.zeros((3, n, 1))
@@ -262,6 +262,11 @@ def test_relative_pessimism_scores_the_data_policy_zero_whatever_the_follower_do
         return stackelberg.game_terms(state, theta, p, data, noise, "u")
 
     assert abs(float(jnp.mean(terms(data_policy, phi)["leader_values"]))) < 1e-5
+    # the follower's objective is the leader's plus lambda L_K (the same value term in both players)
+    f2, f2_terms = stackelberg.follower(state, data, noise)(state.policy.params, phi)
+    f1 = float(stackelberg.leader(state, data, noise)(state.policy.params, phi))
+    np.testing.assert_allclose(float(f2 - config.kernel_weight * f2_terms["kernel_loss"]), f1, rtol=1e-4)
+    assert abs(float(jnp.mean(f2_terms["initial_values"])) - f1) > 1e-2  # the absolute term would differ
     theta = state.policy.params
     relative = [float(jnp.mean(terms(theta, p)["pessimism_values"])) for p in (phi, shifted)]
     absolute = [float(jnp.mean(terms(theta, p)["initial_values"])) for p in (phi, shifted)]
@@ -269,10 +274,11 @@ def test_relative_pessimism_scores_the_data_policy_zero_whatever_the_follower_do
     np.testing.assert_allclose(absolute[1] - absolute[0], 5.0, rtol=1e-5)
 
 
-def test_relative_pessimism_needs_dataset_states():
-    config = stackelberg.Config(pessimism="relative")
+def test_relative_pessimism_needs_dataset_states_and_the_warmup_a_count():
     with pytest.raises(DrorlError, match="leader_states=dataset"):
-        stackelberg.init(config, tabular_spec(3), jax.random.PRNGKey(0))
+        stackelberg.init(stackelberg.Config(pessimism="relative"), tabular_spec(3), jax.random.PRNGKey(0))
+    with pytest.raises(DrorlError, match="leader_warmup=-1"):
+        stackelberg.init(stackelberg.Config(leader_warmup=-1), tabular_spec(3), jax.random.PRNGKey(0))
 
 
 def test_leader_warmup_uses_the_partial_gradient_then_the_total_derivative():

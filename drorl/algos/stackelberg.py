@@ -47,7 +47,8 @@ residuals do; with a neural q whose pointwise residuals are large they dominate 
 U-statistic are an option; with a neural q both Hessians are indefinite on a batch (the U-statistic's even
 in the residuals; the spec's corrections), so CG stops at negative curvature.
 In directions the data do not constrain (H v = 0) the solve is v / beta: there the Stackelberg term makes
-the leader anticipate the follower lowering q(s0, pi) freely, so beta sets that pessimism's strength.
+the leader anticipate the follower lowering its value term (q(s0, pi), or q(s, pi) - q(s, a) with relative
+pessimism) freely, so beta sets that pessimism's strength.
 The follower itself descends the unbiased U-statistic. No target networks: the kernel loss is minimised
 by its full gradient, through q(s', pi) as well.
 """
@@ -74,8 +75,8 @@ from drorl.optim import annealed_beta, total_derivative
 
 
 # metrics the health monitor (drorl.health) watches for drift, and what drifting means
-DIAGNOSTICS = {"initial_value": "the follower's pessimistic value runs away: the kernel Bellman loss does not "
-                                 "hold the pessimism (raise kernel_weight)"}
+DIAGNOSTICS = {"pessimism_value": "the follower's pessimistic value runs away: the kernel Bellman loss does not "
+                                   "hold the pessimism (raise kernel_weight)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +106,8 @@ class Config:
         simultaneous: the ablation in which the leader ascends grad_theta f1 only (no Stackelberg term).
         leader_warmup: updates at the start during which the leader ascends grad_theta f1 only, as in the
             simultaneous ablation, while the follower approaches its best response (the total derivative
-            assumes it is there). 0: the Stackelberg term from the first update (the spec's).
+            assumes it is there). 0: the Stackelberg term from the first update (the spec's). beta's
+            annealing counts from the first update, not from the warm-up's end.
         leader_states: "initial" (f1 = E_{s0}[q(s0, pi)], the paper's) or "dataset" (f1 = E_{s~D}[q(s, pi)],
             the spec's variant: with the initial-state objective the simultaneous ablation moves the policy
             only at initial states).
@@ -160,6 +162,8 @@ def networks(config: Config, act_dim: int, num_actions: int | None) -> Networks:
 
 
 def init(config: Config, spec: Spec, key: jax.Array) -> State:
+    if config.leader_warmup < 0:
+        raise DrorlError(f"stackelberg: leader_warmup={config.leader_warmup}: expected a number of updates >= 0")
     if config.pessimism == "relative" and config.leader_states != "dataset":
         raise DrorlError("stackelberg: pessimism=relative compares pi with the data's actions, so it needs "
                          "leader_states=dataset")
@@ -321,17 +325,6 @@ def leader_gradient(state: State, phi: Any, data: dict[str, jnp.ndarray], noise:
     if config.simultaneous:
         grad = jax.grad(leader(state, data, noise))(theta, phi)
         return grad, {"leader_partial_norm": optax.tree.norm(grad), "leader_stackelberg_norm": jnp.zeros(())}
-    if config.leader_warmup > 0:
-        warming = state.replace(config=dataclasses.replace(config, simultaneous=True))
-        total = state.replace(config=dataclasses.replace(config, leader_warmup=0))
-        # both branches return the same metrics; the warm-up's CG statistics are zeros
-        def partial_only(_):
-            grad, metrics = leader_gradient(warming, phi, data, noise)
-            return grad, {"beta": jnp.zeros(()), "cg_iterations": jnp.zeros(()), "cg_negative_curvature": jnp.zeros(()),
-                          **metrics}
-
-        return jax.lax.cond(state.step < config.leader_warmup, partial_only,
-                            lambda _: leader_gradient(total, phi, data, noise), None)
     beta = annealed_beta(state.step, initial=config.beta_initial, floor=config.beta_floor,
                          half_life=config.beta_half_life)
     if config.follower_curvature == "gauss-newton":
@@ -343,7 +336,11 @@ def leader_gradient(state: State, phi: Any, data: dict[str, jnp.ndarray], noise:
     result = total_derivative(leader(state, data, noise), f2, theta, phi, beta=beta, max_iters=config.cg_iters,
                               curvature=curvature)
     stackelberg_term = jax.tree.map(jnp.subtract, result.grad, result.partial)
-    return result.grad, {"beta": beta, "cg_iterations": result.cg.iterations.astype(jnp.float32),
+    # during the warm-up the total derivative is still computed (under vmap over seeds a cond would run both
+    # branches anyway) and its size logged, but the leader takes the partial gradient
+    warming = state.step < config.leader_warmup
+    grad = jax.tree.map(lambda partial, total: jnp.where(warming, partial, total), result.partial, result.grad)
+    return grad, {"beta": beta, "cg_iterations": result.cg.iterations.astype(jnp.float32),
                          "cg_negative_curvature": result.cg.negative_curvature.astype(jnp.float32),
                          "leader_partial_norm": optax.tree.norm(result.partial),
                          "leader_stackelberg_norm": optax.tree.norm(stackelberg_term)}
@@ -359,6 +356,7 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
     policy = state.policy.apply_gradients(jax.tree.map(jnp.negative, grad))  # the leader maximises f1
     metrics |= {"follower_objective": follower_loss, "kernel_loss": terms["kernel_loss"],
                 "initial_value": jnp.mean(terms["initial_values"]),
+                "pessimism_value": jnp.mean(terms["pessimism_values"]),
                 "leader_objective": leader_objective(terms["leader_values"]),
                 "leader_grad_norm": optax.tree.norm(grad),
                 "policy_entropy": policy_entropy(networks(state.config, state.act_dim, state.num_actions),
