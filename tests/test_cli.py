@@ -1,9 +1,6 @@
 """The command line, end to end on small data (acceptance checks of the foundation issue)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -133,21 +130,21 @@ def test_train_evaluate_plot(tmp_path, monkeypatch, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_help_texts():
+def test_help_texts(monkeypatch, capsys):
     for args in (["--help"], ["train", "--help"], ["datasets", "generate", "--help"], ["evaluate", "--help"]):
-        out = subprocess.run([sys.executable, "-m", "drorl.cli", *args], capture_output=True, text=True)
-        assert out.returncode == 0 and "Usage" in out.stdout
+        code, out, _ = run_cli(monkeypatch, capsys, *args)
+        assert code == 0 and "Usage" in out
 
 
-def test_benchmark_help_keeps_install_extras_visible_and_names_every_ablation_profile():
+def test_benchmark_help_keeps_install_extras_visible_and_names_every_ablation_profile(monkeypatch, capsys):
     # Rich markup would swallow an unescaped "[ray]", telling users to install the wrong thing; a profile the
     # help does not name is one users cannot find
     from drorl.benchmarks import model_based, ovr, robust_il, safety, stackelberg
 
-    out = subprocess.run([sys.executable, "-m", "drorl.cli", "benchmark", "--help"], capture_output=True, text=True,
-                         env={**os.environ, "COLUMNS": "400"})
-    assert out.returncode == 0 and "drorl[ray]" in out.stdout
-    listed = " ".join(out.stdout.split()).replace("│", "")
+    monkeypatch.setenv("COLUMNS", "400")
+    code, out, _ = run_cli(monkeypatch, capsys, "benchmark", "--help")
+    assert code == 0 and "drorl[ray]" in out
+    listed = " ".join(out.split()).replace("│", "")
     for suite in (robust_il, ovr, model_based, safety, stackelberg):
         for name in set(suite.PROFILES) - {"smoke", "quick", "full", "quickstart"}:
             assert name in listed, (suite.__name__, name)
