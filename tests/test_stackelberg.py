@@ -255,13 +255,14 @@ def test_relative_pessimism_scores_the_data_policy_zero_whatever_the_follower_do
     data_policy = jax.tree.map(jnp.zeros_like, state.policy.params)
     data_policy["params"]["Dense_0"]["bias"] = jnp.array([30.0, -30.0])
     phi = state.q.params
-    shifted = jax.tree.map(lambda x: x, phi)
+    shifted = jax.tree.map(lambda x: x, phi)  # new containers: setting a leaf below leaves phi as it is
     shifted["params"]["Dense_1"]["bias"] = phi["params"]["Dense_1"]["bias"] + 5.0
 
     def terms(theta, p):
         return stackelberg.game_terms(state, theta, p, data, noise, "u")
 
-    assert abs(float(jnp.mean(terms(data_policy, phi)["leader_values"]))) < 1e-5
+    for p in (phi, shifted):
+        assert abs(float(jnp.mean(terms(data_policy, p)["leader_values"]))) < 1e-5
     # the follower's objective is the leader's plus lambda L_K (the same value term in both players)
     f2, f2_terms = stackelberg.follower(state, data, noise)(state.policy.params, phi)
     f1 = float(stackelberg.leader(state, data, noise)(state.policy.params, phi))

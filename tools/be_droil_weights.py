@@ -21,7 +21,7 @@ import numpy as np
 
 from drorl.algos import be_droil
 from drorl.data.registry import resolve
-from drorl.data.sampling import every_row
+from drorl.data.sampling import discounted_occupancy, every_row
 from drorl.train import device_data, load_states
 
 BANDS = ((0, 10), (10, 50), (50, 100), (100, 200), (200, 400), (400, 700), (700, 1000))
@@ -50,8 +50,7 @@ def weights_by_time(run_dir: Path) -> str:
     steps = dataset.time_steps
     profile = balance_profile(steps, dataset.num_episodes, config.gamma, config.initial_states, config.occupancy)
     discount = config.gamma**steps
-    lengths = dataset.episode_lengths[dataset.episode_index]
-    d_mass = (1.0 - config.gamma) * discount / (1.0 - config.gamma**lengths) / dataset.num_episodes
+    d_mass = discounted_occupancy(dataset, config.gamma)
     lines = [f"### {run_dir} (seed {record['seeds'][0]}, occupancy={config.occupancy}, "
              f"initial_states={config.initial_states}, rho={config.rho}, tau={float(tau):.3g})", "",
              "| time steps | mean w* | balance-only w | mean imitation loss | d_D mass |", "|---|---|---|---|---|"]

@@ -20,8 +20,8 @@ or, with ``pessimism="relative"`` (drorl's addition; ATAC's relative pessimism, 
 Why: with the absolute term the size of the pessimism a batch allows depends on the policy (how far the
 follower can lower q(s0, pi) while staying Bellman-consistent on those rows), and on CartPole the leader
 ascends it toward policies whose value terminal transitions pin, returning about 9 (docs/algorithms/
-stackelberg.md). The relative term costs the behaviour policy nothing whatever the follower does, so a
-policy's pessimistic score can only beat the data's where the data support it.
+stackelberg.md). The relative term scores the behaviour policy 0 in expectation whatever the follower does,
+so a policy's pessimistic score can only beat the data's where the data support it.
 
 Units (the spec's caution that lambda trades squared-reward against return units): q estimates the
 normalised value (1 - g) Q^pi / c, in per-step reward units divided by ``reward_scale`` c, and the kernel
