@@ -69,11 +69,12 @@ def test_dualdice_value_estimate_matches_monte_carlo_after_the_warmup():
     states, rngs = init_states(ovr, config, Spec.from_dataset(dataset), [0])
     chunk = make_train_chunk(ovr, chunk_size)
     starts = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (4000, 1)), jnp.float32)
-    errors, ratio_means, penalties, rewards = [], [], [], []
+    errors, processed_errors, ratio_means, penalties, rewards = [], [], [], [], []
     for _ in range((warmup + chunk_size) // chunk_size):
         states, rngs, metrics = chunk(states, rngs, data)
         truth = monte_carlo_value(jax.tree_util.tree_map(lambda x: x[0], states).base, starts, jax.random.PRNGKey(2))
         errors.append(float(metrics["dice/value_estimate"][0] / truth - 1.0))
+        processed_errors.append(float(metrics["value_estimate"][0] / truth - 1.0))
         ratio_means.append(float(metrics["dice/ratio_mean"][0]))
         penalties.append(float(metrics["penalty_weight"][0]))
         rewards.append(float(metrics["augmented_reward_mean"][0]))
@@ -82,5 +83,6 @@ def test_dualdice_value_estimate_matches_monte_carlo_after_the_warmup():
     np.testing.assert_allclose(rewards[:-1], data_mean, atol=0.01)
     assert rewards[-1] < data_mean - 0.05
     assert abs(errors[-1]) <= 0.10, errors
+    assert abs(processed_errors[-1]) <= 0.10, processed_errors  # the estimate from the ratios the penalty uses
     assert abs(ratio_means[-1] - 1.0) <= 0.10, ratio_means
     assert abs(errors[warmup // chunk_size // 2 - 1]) > 0.10, errors  # the check fails for a short warm-up

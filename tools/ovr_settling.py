@@ -2,12 +2,13 @@
 
 For each dataset and ratio learning rate, OVR trains with its penalty off throughout (``ratio.warmup`` =
 the whole run: BCQ learns as plain BCQ while DualDICE tracks BCQ's current policy, exactly the warm-up's
-computation) and records, per chunk of updates, the two diagnostics OVR logs: the raw ratio mean under
-the data (``dice/ratio_mean``, 1 at the saddle point) and DualDICE's value estimate E_D[w r] / (1 - g).
-At a few checkpoints the current policy is rolled out in the task (one environment, the policy's own
-acting rule, sum_t g^t r_t) to give the Monte-Carlo value the estimate should match. At the end, the
-raw ratio along the episode: its mean by time step t of the data's episodes (a ratio of the discounted
-occupancy to data spread evenly over time carries the discount profile g^t).
+computation) and records, per chunk of updates, the diagnostics OVR logs: the raw ratio mean under the
+data (``dice/ratio_mean``, 1 at the saddle point) and DualDICE's value estimate E_D[w r] / (1 - g) from
+the raw ratios and from the processed ones OVR's penalty multiplies. At a few checkpoints the current
+policy is rolled out in the task (one environment, the policy's own acting rule, sum_t g^t r_t) to give
+the Monte-Carlo value the estimates should match, and both estimates are recomputed over the data's
+first 200k rows. At the end, the ratio along the episode: its mean by time step t of the data's episodes
+(a ratio of the discounted occupancy to data spread evenly over time carries the discount profile g^t).
 
     python -m tools.ovr_settling --datasets hopper-medium,walker2d-medium --lrs 3e-4,1e-3 --steps 10000
 
@@ -34,7 +35,7 @@ from drorl.io_utils import write_bytes_atomic, write_json_atomic
 from drorl.scores import spec_for, task_of
 from drorl.train import device_data, init_states, make_train_chunk
 
-SETTLED = 0.1  # |ratio mean - 1| at or below this counts as settled
+SETTLED = 0.1  # |processed estimate / Monte Carlo - 1| at or below this counts as settled
 
 
 def monte_carlo_value(state: ovr.State, task: str, episodes: int, gamma: float, seed: int) -> tuple[float, float]:
@@ -46,16 +47,39 @@ def monte_carlo_value(state: ovr.State, task: str, episodes: int, gamma: float, 
     return float(returns.mean()), float(returns.std(ddof=1) / np.sqrt(episodes))
 
 
-def ratio_by_time_step(state: ovr.State, dataset: Any, bins: int = 20, max_rows: int = 200_000) -> dict[str, list]:
-    """The raw ratio's mean in ``bins`` equal ranges of the episode time step t (the first ``max_rows`` rows)."""
+def along_episode(state: ovr.State, dataset: Any, gamma: float, bins: int = 20,
+                  max_rows: int = 200_000) -> dict[str, Any]:
+    """The ratio by range of the episode time step t (the first ``max_rows`` rows), raw and processed.
+
+    Beside them the discount profile a ratio of the policy's discounted occupancy to data spread evenly
+    over time carries, (1 - g) g^t L (L the data's mean episode length; exact when the policy survives as
+    long as the data's episodes), and DualDICE's value estimate from all these rows, raw and processed.
+    """
     rows = min(len(dataset), max_rows)
-    w = np.asarray(jax.jit(dualdice.ratio)(state.dice, jnp.asarray(dataset.observations[:rows]),
-                                           jnp.asarray(dataset.actions[:rows])))
+    raw = np.asarray(jax.jit(dualdice.ratio)(state.dice, jnp.asarray(dataset.observations[:rows]),
+                                             jnp.asarray(dataset.actions[:rows])))
+    processed = np.asarray(ovr.processed_ratios(jnp.asarray(raw), state.config.ratio.max_ratio,
+                                                state.config.ratio.self_normalise))
     t = dataset.time_steps[:rows]
-    edges = np.linspace(0, t.max() + 1, bins + 1)
-    which = np.digitize(t, edges) - 1
-    means = [float(w[which == b].mean()) if np.any(which == b) else float("nan") for b in range(bins)]
-    return {"t_start": edges[:-1].tolist(), "mean_ratio": means, "mean_ratio_overall": float(w.mean())}
+    profile = (1.0 - gamma) * gamma ** t * rows / max(int(np.sum(t == 0)), 1)
+    which = np.digitize(t, np.linspace(0, t.max() + 1, bins + 1)) - 1
+
+    def by_bin(w: np.ndarray) -> list[float]:
+        return [float(w[which == b].mean()) if np.any(which == b) else float("nan") for b in range(bins)]
+
+    rewards = dataset.rewards[:rows]
+    return {"t_start": np.linspace(0, t.max() + 1, bins + 1)[:-1].tolist(), "mean_ratio": by_bin(raw),
+            "processed_ratio": by_bin(processed), "discount_profile": by_bin(profile),
+            "mean_ratio_overall": float(raw.mean()),
+            "value_estimate": float(np.mean(raw * rewards) / (1.0 - gamma)),
+            "processed_value_estimate": float(np.mean(processed * rewards) / (1.0 - gamma))}
+
+
+def settled_at(checks: list[dict[str, Any]]) -> int | None:
+    """The first checkpoint from which on the processed estimate stays within SETTLED of Monte Carlo."""
+    return next((c["step"] for i, c in enumerate(checks)
+                 if all(abs(d["processed_value_estimate"] / d["monte_carlo"] - 1.0) <= SETTLED for d in checks[i:])),
+                None)
 
 
 def settle(dataset_id: str, lr: float, steps: int, chunk_size: int, mc_every: int, mc_episodes: int,
@@ -72,42 +96,50 @@ def settle(dataset_id: str, lr: float, steps: int, chunk_size: int, mc_every: in
     for done in range(chunk_size, steps + 1, chunk_size):
         states, rngs, metrics = chunk(states, rngs, data)
         curve.append({"step": done, "ratio_mean": float(metrics["dice/ratio_mean"][0]),
-                      "value_estimate": float(metrics["dice/value_estimate"][0])})
+                      "value_estimate": float(metrics["dice/value_estimate"][0]),
+                      "processed_value_estimate": float(metrics["value_estimate"][0])})
+        line = (f"{dataset_id} lr={lr:g}: {done:,}/{steps:,} ratio mean {curve[-1]['ratio_mean']:.3f} "
+                f"value estimate raw {curve[-1]['value_estimate']:.1f} "
+                f"processed {curve[-1]['processed_value_estimate']:.1f}")
         if done % mc_every == 0:
             state = jax.tree_util.tree_map(lambda x: x[0], states)
             value, stderr = monte_carlo_value(state, task, mc_episodes, gamma, seed=1_000 + done)
+            profile = along_episode(state, dataset, gamma)
             checks.append({"step": done, "monte_carlo": value, "stderr": stderr,
-                           "value_estimate": curve[-1]["value_estimate"]})
-        print(f"{dataset_id} lr={lr:g}: {done:,}/{steps:,} ratio mean {curve[-1]['ratio_mean']:.3f} "
-              f"value estimate {curve[-1]['value_estimate']:.1f}"
-              + (f" monte carlo {checks[-1]['monte_carlo']:.1f}" if checks and checks[-1]["step"] == done else ""),
-              flush=True)
-    settled = next((c["step"] for i, c in enumerate(curve)
-                    if all(abs(d["ratio_mean"] - 1.0) <= SETTLED for d in curve[i:])), None)
+                           "value_estimate": profile["value_estimate"],
+                           "processed_value_estimate": profile["processed_value_estimate"]})
+            line += (f" | all rows: raw {profile['value_estimate']:.1f} processed "
+                     f"{profile['processed_value_estimate']:.1f}, monte carlo {value:.1f}")
+        print(line, flush=True)
     return {"dataset": dataset_id, "task": task, "lr": lr, "steps": steps, "chunk": chunk_size, "seed": seed,
-            "gamma": gamma, "curve": curve, "monte_carlo": checks, "settled_at": settled,
-            "along_episode": ratio_by_time_step(jax.tree_util.tree_map(lambda x: x[0], states), dataset),
+            "gamma": gamma, "curve": curve, "monte_carlo": checks, "settled_at": settled_at(checks),
+            "along_episode": along_episode(jax.tree_util.tree_map(lambda x: x[0], states), dataset, gamma),
             "cpu_seconds": time.process_time() - started}
 
 
 def report(cells: list[dict[str, Any]]) -> str:
     lines = ["# DualDICE settling inside OVR", "",
-             f"Penalty off throughout (BCQ as plain BCQ, DualDICE tracking its policy); settled = the ratio mean "
-             f"stays within {SETTLED} of 1 from that chunk on. Monte Carlo: the policy's discounted return "
-             "(mean ± standard error over episodes) against DualDICE's estimate at the same chunk.", "",
-             "| dataset | ratio lr | settled at | final ratio mean | estimate / Monte Carlo at checkpoints | CPU s |",
-             "|---|---|---|---|---|---|"]
+             "Penalty off throughout (BCQ as plain BCQ, DualDICE tracking its policy). At each checkpoint, the "
+             "Monte-Carlo value of the current policy (discounted return, mean ± standard error over episodes) "
+             "against DualDICE's estimate E_D[w r] / (1 - g) over the data's first 200k rows, from the raw "
+             "ratios and from the processed ones (clipped to [0, max_ratio], self-normalised: what OVR's penalty "
+             f"multiplies). Settled: the processed estimate stays within {SETTLED:.0%} of Monte Carlo from that "
+             "checkpoint on. The raw ratio mean under the data is 1 at DualDICE's saddle point.", "",
+             "| dataset | ratio lr | settled at | final raw ratio mean | processed / raw / Monte Carlo at checkpoints "
+             "| CPU s |", "|---|---|---|---|---|---|"]
     for c in cells:
-        checks = "; ".join(f"{m['step']:,}: {m['value_estimate']:.1f} / {m['monte_carlo']:.1f} ± {m['stderr']:.1f}"
-                           for m in c["monte_carlo"])
+        checks = "; ".join(f"{m['step']:,}: {m['processed_value_estimate']:.1f} / {m['value_estimate']:.1f} / "
+                           f"{m['monte_carlo']:.1f} ± {m['stderr']:.1f}" for m in c["monte_carlo"])
         settled = f"{c['settled_at']:,}" if c["settled_at"] else f"not in {c['steps']:,}"
         lines.append(f"| {c['dataset']} | {c['lr']:g} | {settled} | {c['curve'][-1]['ratio_mean']:.3f} | {checks} "
                      f"| {c['cpu_seconds']:.0f} |")
-    lines += ["", "Raw ratio along the episode (mean by range of time step t, final policy):", ""]
+    lines += ["", "Ratio along the episode (final policy; mean by range of time step t): raw / processed / the "
+              "discount profile (1 - g) g^t L a correct ratio carries:", ""]
     for c in cells:
         a = c["along_episode"]
-        shown = ", ".join(f"t>={t:.0f}: {m:.2f}" for t, m in list(zip(a["t_start"], a["mean_ratio"]))[::4])
-        lines.append(f"- {c['dataset']} lr {c['lr']:g}: {shown} (overall {a['mean_ratio_overall']:.2f})")
+        shown = ", ".join(f"t>={t:.0f}: {m:.2f} / {w:.2f} / {d:.2f}" for t, m, w, d in list(
+            zip(a["t_start"], a["mean_ratio"], a["processed_ratio"], a["discount_profile"]))[::4])
+        lines.append(f"- {c['dataset']} lr {c['lr']:g}: {shown} (raw overall {a['mean_ratio_overall']:.2f})")
     return "\n".join(lines) + "\n"
 
 
@@ -123,16 +155,22 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
     for c in cells:
         name = f"{c['dataset']} lr {c['lr']:g}"
         steps = [p["step"] for p in c["curve"]]
-        axes[0].plot(steps, [p["ratio_mean"] for p in c["curve"]], label=name)
-        line, = axes[1].plot(steps, [p["value_estimate"] for p in c["curve"]], label=name)
-        axes[1].errorbar([m["step"] for m in c["monte_carlo"]], [m["monte_carlo"] for m in c["monte_carlo"]],
-                         [1.96 * m["stderr"] for m in c["monte_carlo"]], fmt="o", color=line.get_color())
+        line, = axes[0].plot(steps, [p["ratio_mean"] for p in c["curve"]], label=name)
+        checks = c["monte_carlo"]
+        axes[1].plot(steps, [p["processed_value_estimate"] for p in c["curve"]], color=line.get_color(), label=name)
+        axes[1].plot(steps, [p["value_estimate"] for p in c["curve"]], color=line.get_color(), ls=":", lw=0.8)
+        axes[1].errorbar([m["step"] for m in checks], [m["monte_carlo"] for m in checks],
+                         [1.96 * m["stderr"] for m in checks], fmt="o", color=line.get_color())
         a = c["along_episode"]
-        axes[2].plot(a["t_start"], a["mean_ratio"], label=name)
+        axes[2].plot(a["t_start"], a["processed_ratio"], color=line.get_color(), label=name)
+        axes[2].plot(a["t_start"], a["mean_ratio"], color=line.get_color(), ls=":", lw=0.8)
+        axes[2].plot(a["t_start"], a["discount_profile"], color=line.get_color(), ls="--", lw=0.8)
     axes[0].axhline(1.0, color="grey", lw=0.8)
     axes[0].set(xlabel="updates", ylabel="raw ratio mean under the data", title="DualDICE ratio mean")
-    axes[1].set(xlabel="updates", ylabel="discounted value", title="estimate (lines) vs Monte Carlo (points, 95 %)")
-    axes[2].set(xlabel="time step t in episode", ylabel="mean raw ratio", title="ratio along the episode")
+    axes[1].set(xlabel="updates", ylabel="discounted value",
+                title="estimate (processed; dotted raw) vs Monte Carlo (95 %)")
+    axes[2].set(xlabel="time step t in episode", ylabel="mean ratio",
+                title="ratio along the episode (dotted raw, dashed discount profile)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -14,8 +14,10 @@ multiplies a ratio estimate still far from its saddle point; ``importance_weight
 
 Convergence diagnostic (logged every update): ``dice/ratio_mean``, the raw (unclipped, unnormalised) mean of
 w under the data, which settles near 1 once DualDICE has converged, and ``dice/value_estimate``, DualDICE's
-E_D[w r] / (1 - g) for the current policy, to compare with Monte-Carlo rollouts of it; ``penalty_weight`` is
-the lambda in force (0 during the warm-up).
+E_D[w r] / (1 - g) for the current policy, to compare with Monte-Carlo rollouts of it; ``value_estimate``, the
+same estimate from the processed ratios (clipped, self-normalised: what the penalty multiplies), which is the
+one to judge settling by where the raw ratio undershoots below 0 on rows the policy rarely reaches (late
+time steps of long episodes); ``penalty_weight`` is the lambda in force (0 during the warm-up).
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
     base, base_metrics = bcq.update(state.base, batch, k_base, rewards=rewards, critic_weights=weights)
     metrics = {**base_metrics, **{f"dice/{k}": v for k, v in dice_metrics.items()},
                "ratio_mean": jnp.mean(ratios), "ratio_max": jnp.max(ratios),
+               "value_estimate": dualdice.value_estimate(ratios, batch["rewards"], config.base.gamma),
                "augmented_reward_mean": jnp.mean(rewards), "penalty_weight": penalty_weight}
     return state.replace(base=base, dice=dice, step=state.step + 1), metrics
 
