@@ -30,33 +30,65 @@ def tabular(seed=0, states=4, actions=2, gamma=0.9):
                 value=value)
 
 
+def saddle_point_ratio(transition, target, mu0, gamma, d_data, p):
+    """zeta* = f'(nu* - g B nu*) at min_nu max_zeta J with exact expectations (the inner max in closed form).
+
+    ``transition`` may be sub-stochastic: the missing mass is termination (DualDICE's terminal mask).
+    """
+    S, A = d_data.shape
+    T, target, mu0, d_data = (jnp.asarray(x) for x in (transition, target, mu0, d_data))
+
+    def inner_argmax(x):  # argmax_zeta x zeta - f*(zeta) = f'(x) = sign(x) |x|^(p - 1)
+        return jnp.sign(x) * jnp.abs(x) ** (p - 1)
+
+    def next_value(nu):  # E_{s' ~ T, a' ~ pi} nu(s', a'), 0 after termination
+        return jnp.einsum("sat,tb,tb->sa", T, target, nu)
+
+    def reduced(nu_flat):
+        nu = nu_flat.reshape(S, A)
+        zeta = jax.lax.stop_gradient(inner_argmax(nu - gamma * next_value(nu)))
+        nu_initial = jnp.sum(mu0[:, None] * target * nu)[None]
+        return dualdice.dualdice_objective(nu, next_value(nu), nu_initial, zeta, gamma, p, probabilities=d_data)
+
+    fun = jax.jit(jax.value_and_grad(reduced))
+    result = minimize(lambda x: tuple(np.asarray(v, np.float64) for v in fun(jnp.asarray(x))), np.zeros(S * A),
+                      jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 10000})
+    nu = jnp.asarray(result.x.reshape(S, A))
+    return np.asarray(inner_argmax(nu - gamma * next_value(nu)))
+
+
 @pytest.mark.parametrize("p", [1.5, 2.0])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_saddle_point_is_the_true_ratio(float64, p, seed):
     """min_nu max_zeta J with exact expectations: zeta* = f'(nu* - g B nu*) equals d^pi / d^D."""
     m = tabular(seed)
-    S, A = m["d_data"].shape
-    T, target, mu0, gamma = (jnp.asarray(m[k]) for k in ("T", "target", "mu0", "gamma"))
-    d_data = jnp.asarray(m["d_data"])
-
-    def inner_argmax(x):  # argmax_zeta x zeta - f*(zeta) = f'(x) = sign(x) |x|^(p - 1)
-        return jnp.sign(x) * jnp.abs(x) ** (p - 1)
-
-    def reduced(nu_flat):
-        nu = nu_flat.reshape(S, A)
-        nu_next = jnp.einsum("sat,tb,tb->sa", T, target, nu)  # E_{s' ~ T, a' ~ pi} nu(s', a')
-        zeta = jax.lax.stop_gradient(inner_argmax(nu - gamma * nu_next))
-        nu_initial = jnp.sum(mu0[:, None] * target * nu)[None]
-        return dualdice.dualdice_objective(nu, nu_next, nu_initial, zeta, gamma, p, probabilities=d_data)
-
-    fun = jax.jit(jax.value_and_grad(reduced))
-    result = minimize(lambda x: tuple(np.asarray(v, np.float64) for v in fun(jnp.asarray(x))), np.zeros(S * A),
-                      jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 10000})
-    nu = result.x.reshape(S, A)
-    nu_next = np.einsum("sat,tb,tb->sa", m["T"], m["target"], nu)
-    ratio = np.asarray(inner_argmax(jnp.asarray(nu - gamma * nu_next)))
+    ratio = saddle_point_ratio(m["T"], m["target"], m["mu0"], m["gamma"], m["d_data"], p)
     np.testing.assert_allclose(ratio, m["d_pi"] / m["d_data"], rtol=1e-4, atol=1e-4)
-    assert np.sum(m["d_data"] * ratio * m["reward"]) / (1 - gamma) == pytest.approx(m["value"], rel=1e-4)
+    assert np.sum(m["d_data"] * ratio * m["reward"]) / (1 - m["gamma"]) == pytest.approx(m["value"], rel=1e-4)
+
+
+def test_with_termination_the_ratio_mean_is_the_occupancy_mass_below_one(float64):
+    """Episodes that end (hopper falls) make the normalised discounted occupancy a sub-probability: with the
+    terminal mask, DualDICE's saddle point is still d^pi / d^D, so E_D[w] = 1 - E[g^T] < 1 (T the steps to
+    termination, from its own recursion), E_D[w r] / (1 - g) is still the value, and self-normalising w to
+    mean 1 would overstate that value by 1 / E_D[w]. What stays 1 is the flow identity
+    E_D[w (1 - g c)] / (1 - g), c(s, a) the probability of continuing."""
+    m = tabular(3)
+    S, A = m["d_data"].shape
+    gamma, target, mu0 = m["gamma"], m["target"], m["mu0"]
+    continues = np.random.default_rng(4).uniform(0.7, 0.95, (S, A))
+    T = m["T"] * continues[..., None]
+    p_pi = np.einsum("sa,sat->st", target, T)
+    d_pi = np.linalg.solve(np.eye(S) - gamma * p_pi.T, (1 - gamma) * mu0)[:, None] * target
+    ratio = saddle_point_ratio(T, target, mu0, gamma, m["d_data"], 1.5)
+    np.testing.assert_allclose(ratio, d_pi / m["d_data"], rtol=1e-4, atol=1e-4)
+    # E[g^T | s] = g E_{a ~ pi}[(1 - c) + c E_{s'} E[g^T | s']]
+    discounted_end = np.linalg.solve(np.eye(S) - gamma * p_pi, gamma * np.sum(target * (1 - continues), 1))
+    mass = np.sum(m["d_data"] * ratio)
+    assert mass == pytest.approx(1 - mu0 @ discounted_end, rel=1e-4) and mass < 0.8
+    value = np.sum(d_pi * m["reward"]) / (1 - gamma)
+    assert np.sum(m["d_data"] * ratio * m["reward"]) / (1 - gamma) == pytest.approx(value, rel=1e-4)
+    assert np.sum(m["d_data"] * ratio * (1 - gamma * continues)) / (1 - gamma) == pytest.approx(1.0, rel=1e-4)
 
 
 def test_power_conjugate_is_the_conjugate():

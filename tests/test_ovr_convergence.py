@@ -83,6 +83,6 @@ def test_dualdice_value_estimate_matches_monte_carlo_after_the_warmup():
     np.testing.assert_allclose(rewards[:-1], data_mean, atol=0.01)
     assert rewards[-1] < data_mean - 0.05
     assert abs(errors[-1]) <= 0.10, errors
-    assert abs(processed_errors[-1]) <= 0.10, processed_errors  # the estimate from the ratios the penalty uses
+    assert abs(processed_errors[-1]) <= 0.10, processed_errors  # from the ratios the penalty uses (no episode ends here)
     assert abs(ratio_means[-1] - 1.0) <= 0.10, ratio_means
     assert abs(errors[warmup // chunk_size // 2 - 1]) > 0.10, errors  # the check fails for a short warm-up

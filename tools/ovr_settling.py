@@ -3,12 +3,13 @@
 For each dataset and ratio learning rate, OVR trains with its penalty off throughout (``ratio.warmup`` =
 the whole run: BCQ learns as plain BCQ while DualDICE tracks BCQ's current policy, exactly the warm-up's
 computation) and records, per chunk of updates, the diagnostics OVR logs: the raw ratio mean under the
-data (``dice/ratio_mean``, 1 at the saddle point) and DualDICE's value estimate E_D[w r] / (1 - g) from
-the raw ratios and from the processed ones OVR's penalty multiplies. At a few checkpoints the current
-policy is rolled out in the task (one environment, the policy's own acting rule, sum_t g^t r_t) to give
-the Monte-Carlo value the estimates should match, and both estimates are recomputed over the data's
-first 200k rows. At the end, the ratio along the episode: its mean by time step t of the data's episodes
-(a ratio of the discounted occupancy to data spread evenly over time carries the discount profile g^t).
+data (``dice/ratio_mean``; at the saddle point the occupancy's mass 1 - E[g^T]) and DualDICE's value
+estimate E_D[w r] / (1 - g) from the raw ratios and from the processed ones OVR's penalty multiplies. At a
+few checkpoints the current policy is rolled out in the task (one environment, the policy's own acting
+rule, sum_t g^t r_t) to give the Monte-Carlo value the estimates should match, and both estimates are
+recomputed over the data's first 200k rows. At the end, the ratio along the episode: its mean by time step
+t of the data's episodes (a ratio of the discounted occupancy to data spread evenly over time carries the
+discount profile g^t).
 
     python -m tools.ovr_settling --datasets hopper-medium,walker2d-medium --lrs 3e-4,1e-3 --steps 10000
 
@@ -35,7 +36,7 @@ from drorl.io_utils import write_bytes_atomic, write_json_atomic
 from drorl.scores import spec_for, task_of
 from drorl.train import device_data, init_states, make_train_chunk
 
-SETTLED = 0.1  # |processed estimate / Monte Carlo - 1| at or below this counts as settled
+SETTLED = 0.1  # |raw estimate / Monte Carlo - 1| at or below this counts as settled
 
 
 def monte_carlo_value(state: ovr.State, task: str, episodes: int, gamma: float, seed: int) -> tuple[float, float]:
@@ -76,17 +77,26 @@ def along_episode(state: ovr.State, dataset: Any, gamma: float, bins: int = 20,
 
 
 def settled_at(checks: list[dict[str, Any]]) -> int | None:
-    """The first checkpoint from which on the processed estimate stays within SETTLED of Monte Carlo."""
+    """The first checkpoint from which on the raw estimate stays within SETTLED of Monte Carlo.
+
+    The raw one, since E_D[w r] / (1 - g) is the value at DualDICE's saddle point even where episodes end;
+    the processed one then overstates it by 1 / E_D[w] (self-normalising assumes E_D[w] = 1).
+    """
     return next((c["step"] for i, c in enumerate(checks)
-                 if all(abs(d["processed_value_estimate"] / d["monte_carlo"] - 1.0) <= SETTLED for d in checks[i:])),
-                None)
+                 if all(abs(d["value_estimate"] / d["monte_carlo"] - 1.0) <= SETTLED for d in checks[i:])), None)
 
 
-def settle(dataset_id: str, lr: float, steps: int, chunk_size: int, mc_every: int, mc_episodes: int,
+def label(cell: dict[str, Any]) -> str:
+    """The cell's dataset and ratio settings (p named when it is not DualDICE's default 1.5)."""
+    p = cell.get("p", 1.5)
+    return f"{cell['dataset']} lr {cell['lr']:g}" + (f" p {p:g}" if p != 1.5 else "")
+
+
+def settle(dataset_id: str, lr: float, p: float, steps: int, chunk_size: int, mc_every: int, mc_episodes: int,
            seed: int) -> dict[str, Any]:
     dataset, _, _ = resolve(dataset_id)
     task = task_of(dataset, None, dataset_id)
-    config = ovr.Config(ratio=ovr.RatioConfig(lr=lr, warmup=steps),
+    config = ovr.Config(ratio=ovr.RatioConfig(lr=lr, p=p, warmup=steps),
                         reward_scale=float(np.mean(np.abs(dataset.rewards))) or 1.0)
     gamma = config.base.gamma
     data = device_data(dataset)
@@ -98,7 +108,8 @@ def settle(dataset_id: str, lr: float, steps: int, chunk_size: int, mc_every: in
         curve.append({"step": done, "ratio_mean": float(metrics["dice/ratio_mean"][0]),
                       "value_estimate": float(metrics["dice/value_estimate"][0]),
                       "processed_value_estimate": float(metrics["value_estimate"][0])})
-        line = (f"{dataset_id} lr={lr:g}: {done:,}/{steps:,} ratio mean {curve[-1]['ratio_mean']:.3f} "
+        line = (f"{label({'dataset': dataset_id, 'lr': lr, 'p': p})}: {done:,}/{steps:,} "
+                f"ratio mean {curve[-1]['ratio_mean']:.3f} "
                 f"value estimate raw {curve[-1]['value_estimate']:.1f} "
                 f"processed {curve[-1]['processed_value_estimate']:.1f}")
         if done % mc_every == 0:
@@ -111,8 +122,8 @@ def settle(dataset_id: str, lr: float, steps: int, chunk_size: int, mc_every: in
             line += (f" | all rows: raw {profile['value_estimate']:.1f} processed "
                      f"{profile['processed_value_estimate']:.1f}, monte carlo {value:.1f}")
         print(line, flush=True)
-    return {"dataset": dataset_id, "task": task, "lr": lr, "steps": steps, "chunk": chunk_size, "seed": seed,
-            "gamma": gamma, "curve": curve, "monte_carlo": checks, "settled_at": settled_at(checks),
+    return {"dataset": dataset_id, "task": task, "lr": lr, "p": p, "steps": steps, "chunk": chunk_size, "seed": seed,
+            "gamma": gamma, "curve": curve, "monte_carlo": checks,
             "along_episode": along_episode(jax.tree_util.tree_map(lambda x: x[0], states), dataset, gamma),
             "cpu_seconds": time.process_time() - started}
 
@@ -123,15 +134,18 @@ def report(cells: list[dict[str, Any]]) -> str:
              "Monte-Carlo value of the current policy (discounted return, mean ± standard error over episodes) "
              "against DualDICE's estimate E_D[w r] / (1 - g) over the data's first 200k rows, from the raw "
              "ratios and from the processed ones (clipped to [0, max_ratio], self-normalised: what OVR's penalty "
-             f"multiplies). Settled: the processed estimate stays within {SETTLED:.0%} of Monte Carlo from that "
-             "checkpoint on. The raw ratio mean under the data is 1 at DualDICE's saddle point.", "",
-             "| dataset | ratio lr | settled at | final raw ratio mean | processed / raw / Monte Carlo at checkpoints "
-             "| CPU s |", "|---|---|---|---|---|---|"]
+             f"multiplies). Settled: the raw estimate stays within {SETTLED:.0%} of Monte Carlo from that checkpoint "
+             "on (at DualDICE's saddle point the raw estimate is the value; the processed one overstates it by "
+             "1 / E_D[w] where episodes end). At the saddle point the raw ratio mean under the data is the mass of "
+             "the policy's discounted occupancy, 1 - E[g^T] (1 only when episodes never end).", "",
+             "| dataset and ratio settings | settled at | final raw ratio mean "
+             "| processed / raw / Monte Carlo at checkpoints | CPU s |", "|---|---|---|---|---|"]
     for c in cells:
         checks = "; ".join(f"{m['step']:,}: {m['processed_value_estimate']:.1f} / {m['value_estimate']:.1f} / "
                            f"{m['monte_carlo']:.1f} ± {m['stderr']:.1f}" for m in c["monte_carlo"])
-        settled = f"{c['settled_at']:,}" if c["settled_at"] else f"not in {c['steps']:,}"
-        lines.append(f"| {c['dataset']} | {c['lr']:g} | {settled} | {c['curve'][-1]['ratio_mean']:.3f} | {checks} "
+        step = settled_at(c["monte_carlo"])
+        settled = f"{step:,}" if step else f"not in {c['steps']:,}"
+        lines.append(f"| {label(c)} | {settled} | {c['curve'][-1]['ratio_mean']:.3f} | {checks} "
                      f"| {c['cpu_seconds']:.0f} |")
     lines += ["", "Ratio along the episode (final policy; mean by range of time step t): raw / processed / the "
               "discount profile (1 - g) g^t L a correct ratio carries:", ""]
@@ -139,7 +153,7 @@ def report(cells: list[dict[str, Any]]) -> str:
         a = c["along_episode"]
         shown = ", ".join(f"t>={t:.0f}: {m:.2f} / {w:.2f} / {d:.2f}" for t, m, w, d in list(
             zip(a["t_start"], a["mean_ratio"], a["processed_ratio"], a["discount_profile"]))[::4])
-        lines.append(f"- {c['dataset']} lr {c['lr']:g}: {shown} (raw overall {a['mean_ratio_overall']:.2f})")
+        lines.append(f"- {label(c)}: {shown} (raw overall {a['mean_ratio_overall']:.2f})")
     return "\n".join(lines) + "\n"
 
 
@@ -153,7 +167,7 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for c in cells:
-        name = f"{c['dataset']} lr {c['lr']:g}"
+        name = label(c)
         steps = [p["step"] for p in c["curve"]]
         line, = axes[0].plot(steps, [p["ratio_mean"] for p in c["curve"]], label=name)
         checks = c["monte_carlo"]
@@ -183,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default="hopper-medium,walker2d-medium")
     parser.add_argument("--lrs", default="3e-4,1e-3")
+    parser.add_argument("--p", type=float, default=1.5, help="exponent of DualDICE's f(x) = |x|^p / p")
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--chunk", type=int, default=500)
     parser.add_argument("--mc-every", type=int, default=2_500)
@@ -194,12 +209,16 @@ def main(argv: list[str] | None = None) -> None:
     cells = json.loads(path.read_text()) if path.is_file() else []
     for dataset_id in args.datasets.split(","):
         for lr in map(float, args.lrs.split(",")):
-            if any(c["dataset"] == dataset_id and c["lr"] == lr and c["steps"] == args.steps for c in cells):
+            if any(c["dataset"] == dataset_id and c["lr"] == lr and c.get("p", 1.5) == args.p
+                   and c["steps"] == args.steps for c in cells):
                 continue
-            cells.append(settle(dataset_id, lr, args.steps, args.chunk, args.mc_every, args.mc_episodes, args.seed))
+            cells.append(settle(dataset_id, lr, args.p, args.steps, args.chunk, args.mc_every, args.mc_episodes,
+                                args.seed))
             write_json_atomic(path, cells)
             write_bytes_atomic(args.out / "settling.md", report(cells).encode())
             plot(cells, args.out / "settling.png")
+    write_bytes_atomic(args.out / "settling.md", report(cells).encode())
+    plot(cells, args.out / "settling.png")
     print(report(cells))
 
 

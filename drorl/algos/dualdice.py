@@ -33,7 +33,8 @@ from drorl.nn.train_state import TrainState
 
 
 # metrics the health monitor (drorl.health) watches for drift, and what drifting means
-DIAGNOSTICS = {"ratio_mean": "the estimated density ratio drifts from mean 1: the estimate is not converging"}
+DIAGNOSTICS = {"ratio_mean": "the estimated density ratio's mean drifts (at convergence it is the occupancy's mass, "
+               "1 - E[g^T]: 1 when episodes only time out): the estimate is not converging"}
 
 
 @dataclasses.dataclass(frozen=True)

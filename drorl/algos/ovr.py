@@ -7,17 +7,20 @@ Every update:
 4. one BCQ step with r~ in place of r.
 
 Choices (config options, ``Config.ratio``): w is clipped to [0, max_ratio] and, by default,
-self-normalised by its batch mean (a density ratio has E_D[w] = 1); for the first ``ratio.warmup`` updates
-the ratio networks train but w is not used (lambda is 0, the I.W. weights are 1), so the penalty never
-multiplies a ratio estimate still far from its saddle point; ``importance_weighting=True`` is the paper's
-"BCQ + I.W." ablation: the critic loss weighted by w, no variance term.
+self-normalised by its batch mean (the spec's choice: a density ratio has E_D[w] = 1, though where episodes
+end, as hopper's falls, E_D[w] = 1 - E[g^T] < 1 and the normalised ratio overweights every row); for the
+first ``ratio.warmup`` updates the ratio networks train but w is not used (lambda is 0, the I.W. weights
+are 1), so the penalty never multiplies a ratio estimate still far from its saddle point;
+``importance_weighting=True`` is the paper's "BCQ + I.W." ablation: the critic loss weighted by w, no
+variance term.
 
-Convergence diagnostic (logged every update): ``dice/ratio_mean``, the raw (unclipped, unnormalised) mean of
-w under the data, which settles near 1 once DualDICE has converged, and ``dice/value_estimate``, DualDICE's
-E_D[w r] / (1 - g) for the current policy, to compare with Monte-Carlo rollouts of it; ``value_estimate``, the
-same estimate from the processed ratios (clipped, self-normalised: what the penalty multiplies), which is the
-one to judge settling by where the raw ratio undershoots below 0 on rows the policy rarely reaches (late
-time steps of long episodes); ``penalty_weight`` is the lambda in force (0 during the warm-up).
+Convergence diagnostics (logged every update): ``dice/ratio_mean``, the raw (unclipped, unnormalised) mean
+of w under the data, which settles once DualDICE has converged, at the mass of the policy's normalised
+discounted occupancy, 1 - E[g^T] (1 when episodes only time out; about 0.7 for a hopper policy that falls
+near step 120); ``dice/value_estimate``, DualDICE's E_D[w r] / (1 - g) for the current policy, to compare
+with Monte-Carlo rollouts of it; ``value_estimate``, the same from the processed ratios (what the penalty
+multiplies), which overstates the value by 1 / E_D[w] where episodes end even when the ratio is exact;
+``penalty_weight``, the lambda in force (0 during the warm-up).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from drorl.data.sampling import uniform_batch
 
 
 # metrics the health monitor (drorl.health) watches for drift, and what drifting means
-DIAGNOSTICS = {**bcq.DIAGNOSTICS, "dice/ratio_mean": "the raw density ratio's mean under the data drifts from 1: "
+DIAGNOSTICS = {**bcq.DIAGNOSTICS, "dice/ratio_mean": "the raw density ratio's mean under the data drifts: "
                "DualDICE is not converging, so the variance penalty multiplies an unsettled ratio"}
 
 
