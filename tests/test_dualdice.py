@@ -123,17 +123,18 @@ def _tabular_batch_sampler(m, batch_size):
     return sample
 
 
-@pytest.mark.parametrize("seed", [2, 6])
-def test_sampled_training_recovers_ratio_and_value(seed):
+@pytest.mark.parametrize("seed, positive", [(2, False), (6, True)])
+def test_sampled_training_recovers_ratio_and_value(seed, positive):
     """The estimator itself (networks, sampled batches, one sampled next action) on a tabular MDP whose
-    d^pi and d^D are exact: ratio MAE <= 0.05 and off-policy value within 5 %. (MDPs 2 and 6 have
-    ratios from 0.1 to 3.3; far larger ratios need proportionally more samples.)"""
+    d^pi and d^D are exact: ratio MAE <= 0.05 and off-policy value within 5 %, with zeta unconstrained or
+    squared (``positive``: every ratio >= 0, same saddle point). (MDPs 2 and 6 have ratios from 0.1 to 3.3;
+    far larger ratios need proportionally more samples.)"""
     m = tabular(seed)
     S, A = m["d_data"].shape
     steps = 15000
     spec = Spec(S, A, np.zeros(A, np.float32), np.ones(A, np.float32), np.zeros(S, np.float32),
                 np.ones(S, np.float32))
-    config = dualdice.Config(nu_lr=1e-3, zeta_lr=1e-3, gamma=m["gamma"], lr_decay_steps=steps)
+    config = dualdice.Config(nu_lr=1e-3, zeta_lr=1e-3, gamma=m["gamma"], lr_decay_steps=steps, positive=positive)
     state = dualdice.init(config, spec, jax.random.PRNGKey(0))
     sample = _tabular_batch_sampler(m, config.batch_size)
 
@@ -147,6 +148,9 @@ def test_sampled_training_recovers_ratio_and_value(seed):
     ratio = np.asarray(dualdice.ratio(state, jnp.repeat(jnp.eye(S), A, 0), jnp.tile(jnp.eye(A), (S, 1))))
     true_ratio = (m["d_pi"] / m["d_data"]).reshape(-1)
     assert np.mean(np.abs(ratio - true_ratio)) <= 0.05
+    if positive:
+        observations, actions = jax.random.normal(jax.random.PRNGKey(3), (2, 1000, S))
+        assert float(jnp.min(dualdice.ratio(state, observations, actions[:, :A]))) >= 0.0
     # Off-policy evaluation from a fresh sample of the data: E_D[w r] / (1 - g).
     batch = _tabular_batch_sampler(m, 200_000)(jax.random.PRNGKey(2))
     weights = dualdice.ratio(state, batch["observations"], batch["actions"])

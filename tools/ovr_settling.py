@@ -87,16 +87,17 @@ def settled_at(checks: list[dict[str, Any]]) -> int | None:
 
 
 def label(cell: dict[str, Any]) -> str:
-    """The cell's dataset and ratio settings (p named when it is not DualDICE's default 1.5)."""
+    """The cell's dataset and ratio settings (p named when it is not DualDICE's default 1.5, zeta squared)."""
     p = cell.get("p", 1.5)
-    return f"{cell['dataset']} lr {cell['lr']:g}" + (f" p {p:g}" if p != 1.5 else "")
+    return (f"{cell['dataset']} lr {cell['lr']:g}" + (f" p {p:g}" if p != 1.5 else "")
+            + (" positive" if cell.get("positive") else ""))
 
 
-def settle(dataset_id: str, lr: float, p: float, steps: int, chunk_size: int, mc_every: int, mc_episodes: int,
-           seed: int) -> dict[str, Any]:
+def settle(dataset_id: str, lr: float, p: float, positive: bool, steps: int, chunk_size: int, mc_every: int,
+           mc_episodes: int, seed: int) -> dict[str, Any]:
     dataset, _, _ = resolve(dataset_id)
     task = task_of(dataset, None, dataset_id)
-    config = ovr.Config(ratio=ovr.RatioConfig(lr=lr, p=p, warmup=steps),
+    config = ovr.Config(ratio=ovr.RatioConfig(lr=lr, p=p, positive=positive, warmup=steps),
                         reward_scale=float(np.mean(np.abs(dataset.rewards))) or 1.0)
     gamma = config.base.gamma
     data = device_data(dataset)
@@ -108,7 +109,7 @@ def settle(dataset_id: str, lr: float, p: float, steps: int, chunk_size: int, mc
         curve.append({"step": done, "ratio_mean": float(metrics["dice/ratio_mean"][0]),
                       "value_estimate": float(metrics["dice/value_estimate"][0]),
                       "processed_value_estimate": float(metrics["value_estimate"][0])})
-        line = (f"{label({'dataset': dataset_id, 'lr': lr, 'p': p})}: {done:,}/{steps:,} "
+        line = (f"{label({'dataset': dataset_id, 'lr': lr, 'p': p, 'positive': positive})}: {done:,}/{steps:,} "
                 f"ratio mean {curve[-1]['ratio_mean']:.3f} "
                 f"value estimate raw {curve[-1]['value_estimate']:.1f} "
                 f"processed {curve[-1]['processed_value_estimate']:.1f}")
@@ -122,7 +123,8 @@ def settle(dataset_id: str, lr: float, p: float, steps: int, chunk_size: int, mc
             line += (f" | all rows: raw {profile['value_estimate']:.1f} processed "
                      f"{profile['processed_value_estimate']:.1f}, monte carlo {value:.1f}")
         print(line, flush=True)
-    return {"dataset": dataset_id, "task": task, "lr": lr, "p": p, "steps": steps, "chunk": chunk_size, "seed": seed,
+    return {"dataset": dataset_id, "task": task, "lr": lr, "p": p, "positive": positive, "steps": steps,
+            "chunk": chunk_size, "seed": seed,
             "gamma": gamma, "curve": curve, "monte_carlo": checks,
             "along_episode": along_episode(jax.tree_util.tree_map(lambda x: x[0], states), dataset, gamma),
             "cpu_seconds": time.process_time() - started}
@@ -198,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", default="hopper-medium,walker2d-medium")
     parser.add_argument("--lrs", default="3e-4,1e-3")
     parser.add_argument("--p", type=float, default=1.5, help="exponent of DualDICE's f(x) = |x|^p / p")
+    parser.add_argument("--positive", action="store_true", help="zeta squared (ratios >= 0)")
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--chunk", type=int, default=500)
     parser.add_argument("--mc-every", type=int, default=2_500)
@@ -210,10 +213,10 @@ def main(argv: list[str] | None = None) -> None:
     for dataset_id in args.datasets.split(","):
         for lr in map(float, args.lrs.split(",")):
             if any(c["dataset"] == dataset_id and c["lr"] == lr and c.get("p", 1.5) == args.p
-                   and c["steps"] == args.steps for c in cells):
+                   and c.get("positive", False) == args.positive and c["steps"] == args.steps for c in cells):
                 continue
-            cells.append(settle(dataset_id, lr, args.p, args.steps, args.chunk, args.mc_every, args.mc_episodes,
-                                args.seed))
+            cells.append(settle(dataset_id, lr, args.p, args.positive, args.steps, args.chunk, args.mc_every,
+                                args.mc_episodes, args.seed))
             write_json_atomic(path, cells)
             write_bytes_atomic(args.out / "settling.md", report(cells).encode())
             plot(cells, args.out / "settling.png")

@@ -49,6 +49,9 @@ class Config:
         p: exponent of f(x) = |x|^p / p (> 1).
         batch_size: transitions per update.
         max_grad_norm: gradient clipping (global norm) for both networks.
+        positive: zeta = (network output)^2, so w >= 0 everywhere (dice_rl's ``zeta_pos``); the saddle point is
+            unchanged, since the true ratio is non-negative, but the unconstrained zeta undershoots below 0
+            on rows the policy rarely reaches (late steps of long episodes), biasing E_D[w r] down.
         lr_decay_steps: if > 0, both learning rates follow a cosine decay to 0 over this many updates (a
             fixed-budget off-policy evaluation settles on the saddle point instead of hovering around it);
             0 keeps them constant (the published default, and what OVR uses as its policy keeps moving).
@@ -61,6 +64,7 @@ class Config:
     p: float = 1.5
     batch_size: int = 256
     max_grad_norm: float = 1.0
+    positive: bool = False
     lr_decay_steps: int = 0
 
 
@@ -104,6 +108,12 @@ def dualdice_objective(nu: jnp.ndarray, nu_next: jnp.ndarray, nu_initial: jnp.nd
     return expectation - (1.0 - gamma) * jnp.mean(nu_initial)
 
 
+def _zeta(config: Config, params: Any, obs: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
+    """zeta(s, a) on scaled inputs: the network's output, squared when ``config.positive``."""
+    out = Critic(config.hidden_dims).apply(params, obs, actions)
+    return out**2 if config.positive else out
+
+
 def _inputs(state: State, batch: dict[str, jnp.ndarray]) -> tuple:
     s = state.scaler
     return (s.observation(batch["observations"]), s.to_unit_action(batch["actions"]),
@@ -123,7 +133,7 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
         nu = net.apply(nu_params, obs, act)
         nu_next = continues * net.apply(nu_params, next_obs, next_act)
         nu_init = net.apply(nu_params, init_obs, init_act)
-        zeta = net.apply(zeta_params, obs, act)
+        zeta = _zeta(config, zeta_params, obs, act)
         return dualdice_objective(nu, nu_next, nu_init, zeta, config.gamma, config.p), zeta
 
     # simultaneous: both gradients at the current (nu, zeta); zeta ascends
@@ -140,7 +150,7 @@ def update(state: State, batch: dict[str, jnp.ndarray], key: jax.Array) -> tuple
 def ratio(state: State, obs: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
     """The estimated w(s, a) = d^pi(s, a) / d^D(s, a)."""
     s = state.scaler
-    return Critic(state.config.hidden_dims).apply(state.zeta.params, s.observation(obs), s.to_unit_action(actions))
+    return _zeta(state.config, state.zeta.params, s.observation(obs), s.to_unit_action(actions))
 
 
 def value_estimate(weights: jnp.ndarray, rewards: jnp.ndarray, gamma: float) -> jnp.ndarray:

@@ -48,6 +48,7 @@ class RatioConfig:
         hidden_dims: widths of nu's and zeta's hidden layers.
         lr: Adam learning rate of both networks.
         p: exponent of DualDICE's f(x) = |x|^p / p.
+        positive: DualDICE's zeta squared, so w >= 0 before clipping (``dualdice.Config.positive``).
         max_ratio: w is clipped to [0, max_ratio].
         self_normalise: divide w by its batch mean.
         warmup: updates at the start during which DualDICE trains but its ratios are not used (the
@@ -59,6 +60,7 @@ class RatioConfig:
     hidden_dims: tuple[int, ...] = (64, 64)
     lr: float = 1e-4
     p: float = 1.5
+    positive: bool = False
     max_ratio: float = 10.0
     self_normalise: bool = True
     warmup: int = 0
@@ -95,7 +97,8 @@ class State:
 
 def _dice_config(config: Config) -> dualdice.Config:
     return dualdice.Config(hidden_dims=config.ratio.hidden_dims, nu_lr=config.ratio.lr, zeta_lr=config.ratio.lr,
-                           gamma=config.base.gamma, p=config.ratio.p, batch_size=config.base.batch_size)
+                           gamma=config.base.gamma, p=config.ratio.p, batch_size=config.base.batch_size,
+                           positive=config.ratio.positive)
 
 
 def init(config: Config, spec: Spec, key: jax.Array) -> State:
