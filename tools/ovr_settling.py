@@ -76,14 +76,33 @@ def along_episode(state: ovr.State, dataset: Any, gamma: float, bins: int = 20,
             "processed_value_estimate": float(np.mean(processed * rewards) / (1.0 - gamma))}
 
 
-def settled_at(checks: list[dict[str, Any]]) -> int | None:
-    """The first checkpoint from which on the raw estimate stays within SETTLED of Monte Carlo.
+def checkpoint_series(cell: dict[str, Any]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Checkpoint steps, DualDICE's raw estimate averaged over the chunk ending there (the logged diagnostic)
+    and the Monte-Carlo value of the policy at that step."""
+    chunk_estimate = {p["step"]: p["value_estimate"] for p in cell["curve"]}
+    steps = [m["step"] for m in cell["monte_carlo"]]
+    return (steps, np.array([chunk_estimate[s] for s in steps]),
+            np.array([m["monte_carlo"] for m in cell["monte_carlo"]]))
 
-    The raw one, since E_D[w r] / (1 - g) is the value at DualDICE's saddle point even where episodes end;
+
+def level_error(estimates: np.ndarray, monte_carlo: np.ndarray) -> float:
+    """Mean estimate over mean Monte-Carlo value, minus 1, over a run of checkpoints."""
+    return float(np.mean(estimates) / np.mean(monte_carlo) - 1.0)
+
+
+def settled_at(cell: dict[str, Any], window: int = 3) -> int | None:
+    """The first checkpoint from which on the raw estimate's level stays within SETTLED of Monte Carlo's: every
+    ``window`` consecutive checkpoints from there to the end have |level_error| <= SETTLED.
+
+    Levels over a few checkpoints, not each one, because the policy's value moves between checkpoints (a
+    hopper policy that falls early at one and not at the next) faster than a ratio estimator tracks it. The
+    raw estimate, since E_D[w r] / (1 - g) is the value at DualDICE's saddle point even where episodes end;
     the processed one then overstates it by 1 / E_D[w] (self-normalising assumes E_D[w] = 1).
     """
-    return next((c["step"] for i, c in enumerate(checks)
-                 if all(abs(d["value_estimate"] / d["monte_carlo"] - 1.0) <= SETTLED for d in checks[i:])), None)
+    steps, estimates, monte_carlo = checkpoint_series(cell)
+    starts = range(max(len(steps) - window + 1, 0))
+    within = [abs(level_error(estimates[j:j + window], monte_carlo[j:j + window])) <= SETTLED for j in starts]
+    return next((steps[i] for i in starts if all(within[i:])), None)
 
 
 def label(cell: dict[str, Any]) -> str:
@@ -132,25 +151,40 @@ def settle(dataset_id: str, lr: float, p: float, positive: bool, steps: int, chu
 
 def report(cells: list[dict[str, Any]]) -> str:
     lines = ["# DualDICE settling inside OVR", "",
-             "Penalty off throughout (BCQ as plain BCQ, DualDICE tracking its policy). At each checkpoint, the "
-             "Monte-Carlo value of the current policy (discounted return, mean ± standard error over episodes) "
-             "against DualDICE's estimate E_D[w r] / (1 - g) over the data's first 200k rows, from the raw "
-             "ratios and from the processed ones (clipped to [0, max_ratio], self-normalised: what OVR's penalty "
-             f"multiplies). Settled: the raw estimate stays within {SETTLED:.0%} of Monte Carlo from that checkpoint "
-             "on (at DualDICE's saddle point the raw estimate is the value; the processed one overstates it by "
-             "1 / E_D[w] where episodes end). At the saddle point the raw ratio mean under the data is the mass of "
-             "the policy's discounted occupancy, 1 - E[g^T] (1 only when episodes never end).", "",
-             "| dataset and ratio settings | settled at | final raw ratio mean "
-             "| processed / raw / Monte Carlo at checkpoints | CPU s |", "|---|---|---|---|---|"]
+             "Penalty off throughout (BCQ as plain BCQ, DualDICE tracking its policy); one seed, the same BCQ "
+             "run for every ratio setting on a dataset. At each checkpoint, the Monte-Carlo value of the current "
+             "policy (discounted return over episodes) against DualDICE's raw estimate E_D[w r] / (1 - g) averaged "
+             "over the chunk of updates ending there (the logged `dice/value_estimate`). Settled: from that "
+             f"checkpoint on, the estimate's level stays within {SETTLED:.0%} of Monte Carlo's (means over every 3 "
+             "consecutive checkpoints; the policy's value moves between checkpoints faster than any ratio "
+             "estimator tracks it). The raw estimate, because at DualDICE's saddle point it is "
+             "the value even where episodes end; the estimate from the processed ratios (clipped, self-normalised: "
+             "what OVR's penalty multiplies) overstates it by 1 / E_D[w] there, and the raw ratio mean under the "
+             "data settles at the occupancy's mass 1 - E[g^T], not 1.", "",
+             "| dataset and ratio settings | settled at | raw ratio mean, last chunk | estimate / Monte Carlo, "
+             "second half (level error) | processed estimate, second half | CPU s |", "|---|---|---|---|---|---|"]
     for c in cells:
-        checks = "; ".join(f"{m['step']:,}: {m['processed_value_estimate']:.1f} / {m['value_estimate']:.1f} / "
-                           f"{m['monte_carlo']:.1f} ± {m['stderr']:.1f}" for m in c["monte_carlo"])
-        step = settled_at(c["monte_carlo"])
+        steps, estimates, monte_carlo = checkpoint_series(c)
+        half = len(steps) // 2
+        processed = np.mean([m["processed_value_estimate"] for m in c["monte_carlo"][half:]])
+        step = settled_at(c)
         settled = f"{step:,}" if step else f"not in {c['steps']:,}"
-        lines.append(f"| {label(c)} | {settled} | {c['curve'][-1]['ratio_mean']:.3f} | {checks} "
-                     f"| {c['cpu_seconds']:.0f} |")
+        lines.append(f"| {label(c)} | {settled} | {c['curve'][-1]['ratio_mean']:.2f} | {np.mean(estimates[half:]):.1f}"
+                     f" / {np.mean(monte_carlo[half:]):.1f} ({level_error(estimates[half:], monte_carlo[half:]):+.0%})"
+                     f" | {processed:.1f} | {c['cpu_seconds']:.0f} |")
+    for dataset in dict.fromkeys(c["dataset"] for c in cells):
+        group = [c for c in cells if c["dataset"] == dataset]
+        steps, _, monte_carlo = checkpoint_series(group[0])
+        lines += ["", f"{dataset}, per checkpoint: Monte Carlo (± standard error) and each setting's raw estimate:",
+                  "", "| updates | Monte Carlo | " + " | ".join(label(c) for c in group) + " |",
+                  "|---|---|" + "---|" * len(group)]
+        for i, step in enumerate(steps):
+            row = [f"{checkpoint_series(c)[1][i]:.1f}" if i < len(c["monte_carlo"]) else "" for c in group]
+            lines.append(f"| {step:,} | {monte_carlo[i]:.1f} ± {group[0]['monte_carlo'][i]['stderr']:.1f} | "
+                         + " | ".join(row) + " |")
     lines += ["", "Ratio along the episode (final policy; mean by range of time step t): raw / processed / the "
-              "discount profile (1 - g) g^t L a correct ratio carries:", ""]
+              "discount profile (1 - g) g^t L a correct ratio carries where the policy survives as long as the "
+              "data's episodes:", ""]
     for c in cells:
         a = c["along_episode"]
         shown = ", ".join(f"t>={t:.0f}: {m:.2f} / {w:.2f} / {d:.2f}" for t, m, w, d in list(
@@ -173,8 +207,9 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
         steps = [p["step"] for p in c["curve"]]
         line, = axes[0].plot(steps, [p["ratio_mean"] for p in c["curve"]], label=name)
         checks = c["monte_carlo"]
-        axes[1].plot(steps, [p["processed_value_estimate"] for p in c["curve"]], color=line.get_color(), label=name)
-        axes[1].plot(steps, [p["value_estimate"] for p in c["curve"]], color=line.get_color(), ls=":", lw=0.8)
+        axes[1].plot(steps, [p["value_estimate"] for p in c["curve"]], color=line.get_color(), label=name)
+        axes[1].plot(steps, [p["processed_value_estimate"] for p in c["curve"]], color=line.get_color(), ls=":",
+                     lw=0.8)
         axes[1].errorbar([m["step"] for m in checks], [m["monte_carlo"] for m in checks],
                          [1.96 * m["stderr"] for m in checks], fmt="o", color=line.get_color())
         a = c["along_episode"]
@@ -184,7 +219,7 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
     axes[0].axhline(1.0, color="grey", lw=0.8)
     axes[0].set(xlabel="updates", ylabel="raw ratio mean under the data", title="DualDICE ratio mean")
     axes[1].set(xlabel="updates", ylabel="discounted value",
-                title="estimate (processed; dotted raw) vs Monte Carlo (95 %)")
+                title="raw estimate (dotted: processed) vs Monte Carlo (95 %)")
     axes[2].set(xlabel="time step t in episode", ylabel="mean ratio",
                 title="ratio along the episode (dotted raw, dashed discount profile)")
     axes[0].legend(fontsize=7)
