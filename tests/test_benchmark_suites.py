@@ -127,12 +127,18 @@ def test_resolvable_difference_is_where_welch_reaches_five_percent():
 
 
 def test_ovr_verdict_profile_runs_random_only_with_clean_rewards(tmp_path):
+    """The verdict's cells, and its OVR with the ratio settings that settled (non-negative ratios, a warm-up
+    inside the run) rather than the published defaults, under which DualDICE had not settled."""
+    from drorl.algos import ovr
+    from drorl.algos.base import replace_config
     from drorl.benchmarks.ovr import PROFILES, jobs_of
 
     jobs = jobs_of(PROFILES["verdict"], tmp_path)
     cells = {(j.task, j.setting.cell) for j in jobs}
     assert {cell for task, cell in cells} == {"medium", "mixed", "random", "medium +N(0,1²)", "mixed +N(0,1²)"}
     assert len(jobs) == 2 * 5 * 2 and {j.label for j in jobs} == {"BCQ", "BCQ+OVR"}
+    ratio = replace_config(ovr.Config(), next(j for j in jobs if j.label == "BCQ+OVR").overrides, option="test").ratio
+    assert ratio.positive and ratio.lr > ovr.RatioConfig().lr and 0 < ratio.warmup < PROFILES["verdict"].steps
 
 
 def test_safety_full_profile_run_task_by_task_is_the_whole_profile(tmp_path):

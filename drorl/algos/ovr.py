@@ -16,8 +16,8 @@ variance term.
 
 Convergence diagnostics (logged every update): ``dice/ratio_mean``, the raw (unclipped, unnormalised) mean
 of w under the data, which settles once DualDICE has converged, at the mass of the policy's normalised
-discounted occupancy, 1 - E[g^T] (1 when episodes only time out; about 0.7 for a hopper policy that falls
-near step 120); ``dice/value_estimate``, DualDICE's E_D[w r] / (1 - g) for the current policy, to compare
+discounted occupancy, 1 - E[g^T] (1 when episodes only time out; about 0.9 for BCQ's policy on
+hopper-medium); ``dice/value_estimate``, DualDICE's E_D[w r] / (1 - g) for the current policy, to compare
 with Monte-Carlo rollouts of it; ``value_estimate``, the same from the processed ratios (what the penalty
 multiplies), which overstates the value by 1 / E_D[w] where episodes end even when the ratio is exact;
 ``penalty_weight``, the lambda in force (0 during the warm-up).
@@ -53,8 +53,10 @@ class RatioConfig:
         self_normalise: divide w by its batch mean.
         warmup: updates at the start during which DualDICE trains but its ratios are not used (the
             penalty is off). 0 is the paper's Algorithm 1 and keeps drorl's committed results; how long
-            DualDICE takes to settle depends on the data and ``lr`` (a 1-D task: ~2,000 updates at 1e-3,
-            unsettled after 8,000 at 1e-4), so set it from ``dice/ratio_mean`` reaching 1.
+            DualDICE takes to settle depends on the data, ``lr`` and ``positive`` (a 1-D task: ~2,000
+            updates at 1e-3; hopper-medium: 5,000 at 1e-3 with ``positive``, walker2d-medium: over 10,000;
+            unsettled after 10,000 otherwise), so set it from ``dice/value_estimate`` reaching Monte-Carlo rollouts of
+            the policy (``python -m tools.ovr_settling``).
     """
 
     hidden_dims: tuple[int, ...] = (64, 64)
