@@ -24,7 +24,8 @@ def _label(run_dir: Path, record: dict) -> str:
     return f"{algo} ({run_dir.name})" if algo and algo not in run_dir.name else run_dir.name
 
 
-def _save(fig, out: Path) -> Path:
+def save_figure(fig, out: Path) -> Path:
+    """Write ``fig`` to ``out`` (.png, .svg or .pdf) atomically and close it."""
     suffix = out.suffix.lower()
     if suffix not in (".png", ".svg", ".pdf"):
         raise DrorlError(f"--out {out}: expected a .png, .svg or .pdf file")
@@ -66,7 +67,7 @@ def plot_robustness(evals: list[tuple[str, dict]], out: Path, title: str | None 
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title or f"{evals[0][1].get('env', '')}: robustness curves")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_grid2d(result: dict, out: Path) -> Path:
@@ -89,7 +90,7 @@ def plot_grid2d(result: dict, out: Path) -> Path:
     episodes, seeds = result["episodes"], len(result["nominal"]["per_seed"])
     ax.set_title(f"{result['env']}: {row_family} x {column_family} ({episodes} episode{'s' * (episodes != 1)} "
                  f"x {seeds} seed{'s' * (seeds != 1)})", fontsize=9)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_score_bars(groups: list[str], series: list[tuple[str, list[tuple[float, float]]]], out: Path,
@@ -111,7 +112,7 @@ def plot_score_bars(groups: list[str], series: list[tuple[str, list[tuple[float,
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     ax.set_title(title)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_learning_curves(runs: list[tuple[str, list[dict]]], out: Path) -> Path:
@@ -135,7 +136,7 @@ def plot_learning_curves(runs: list[tuple[str, list[dict]]], out: Path) -> Path:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_runs(run_dirs: list[Path], out: Path) -> Path:
@@ -183,4 +184,4 @@ def plot_performance_profiles(profiles: list[tuple[str, object]], out: Path, tit
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title)
-    return _save(fig, out)
+    return save_figure(fig, out)

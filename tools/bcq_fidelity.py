@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import time
 from pathlib import Path
@@ -60,10 +59,7 @@ def report(record: dict[str, Any]) -> str:
 
 
 def plot(record: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from drorl.plot import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4))
     steps = [p["step"] for p in record["curve"]]
@@ -74,10 +70,7 @@ def plot(record: dict[str, Any], path: Path) -> None:
     ax.set(xlabel="updates", ylabel="normalised score", title=f"BCQ on {record['dataset']} (seed {record['seed']})")
     ax.legend()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:

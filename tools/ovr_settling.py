@@ -194,12 +194,7 @@ def report(cells: list[dict[str, Any]]) -> str:
 
 
 def plot(cells: list[dict[str, Any]], path: Path) -> None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from drorl.plot import plt, save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for c in cells:
@@ -224,10 +219,7 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
                 title="ratio along the episode (dotted raw, dashed discount profile)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:
