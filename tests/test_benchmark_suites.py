@@ -52,27 +52,6 @@ def test_difference_verdict_is_a_welch_interval():
     assert difference_verdict([1.0, 3.0], [2.0, 2.5])[2] == "ties"
 
 
-def test_ovr_smoke_writes_report_and_bar_chart(tmp_path):
-    from drorl.benchmarks import ovr
-
-    report = ovr.run("smoke", tmp_path / "bench")
-    text = report.read_text()
-    assert "| expert +N(0,1²) | " in text and "| expert | " not in text and "BCQ+OVR − BCQ" in text
-    assert (tmp_path / "bench" / "inverted-pendulum.png").read_bytes()[:4] == b"\x89PNG"
-    assert "](profiles.png)" in text and (tmp_path / "bench" / "profiles.png").read_bytes()[:4] == b"\x89PNG"
-    results = json.loads((tmp_path / "bench" / "results.json").read_text())
-    assert len(results["inverted-pendulum/expert +N(0,1²)/BCQ+OVR"]) == 2  # one score per seed
-    config = json.loads((tmp_path / "bench" / "inverted-pendulum" / "expert-noise1" / "BCQ+OVR" / "config.json")
-                        .read_text())
-    assert config["dataset"]["id"].endswith("+reward_noise(1)") and config["config"]["reward_scale"] > 0
-    assert ovr.run("smoke", tmp_path / "bench").read_text() == text  # resumes: nothing retrained
-    from drorl.data.registry import dataset_path
-
-    assert not dataset_path("inverted-pendulum-expert").exists()
-    # generated at the profile's size, and named by it: a resized profile never reads the old file
-    assert (tmp_path / "bench" / "data" / "inverted-pendulum-expert-2000.hdf5").is_file()
-
-
 def test_restrict_tasks_keeps_profile_order_and_names_what_is_missing():
     from drorl.benchmarks.common import missing_tasks_note, restrict_tasks
     from drorl.benchmarks.robust_il import PROFILES
@@ -217,28 +196,39 @@ def test_a_finished_run_that_recorded_another_run_is_reused_with_a_warning(tmp_p
         assert "different 'seeds'" in capsys.readouterr().err
 
 
-def test_ovr_paper_scale_profile_runs_its_smoke_form_on_ray(tmp_path, monkeypatch):
-    """The full (paper-scale) OVR profile, shrunk to one cell (the smoke profile's task and dataset, one seed,
-    BCQ with tiny networks, the noisy rewards: each cell costs a compilation), runs as a Ray task on a
-    local Ray instance and writes the report; a local rerun into the same directory then finds the run
-    finished (the Ray worker wrote it where the suite looks) and rewrites the same report."""
+def test_ovr_smoke_is_the_paper_scale_profile_shrunk_and_runs_on_ray(tmp_path, monkeypatch):
+    """The smoke profile is the full (paper-scale) profile's smoke form: its variants (BCQ and BCQ+OVR, tiny
+    networks) on one small dataset with the noisy rewards (each cell costs two compilations). It runs as Ray
+    tasks on a local Ray instance the test starts and writes the report, bar charts and results; a local
+    rerun into the same directory then finds every run finished (the Ray worker wrote them where the suite
+    looks): nothing retrained, the same report."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'drorl[ray]')")
     from drorl.benchmarks import ovr
+    from drorl.data.registry import dataset_path
     from drorl.execution import Backend
 
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax-cache"))
     full, smoke = ovr.PROFILES["full"], ovr.PROFILES["smoke"]
-    assert full.noise == (0.0, 1.0) and [v[:2] for v in full.variants] == [v[:2] for v in smoke.variants]
-    tiny = dataclasses.replace(full, tasks=smoke.tasks, kinds=smoke.kinds, seeds=(0,), steps=20, episodes=1,
-                               noise=(1.0,), transitions=smoke.transitions, variants=smoke.variants[:1])
-    suite = dataclasses.replace(ovr.SUITE, profiles={"full": tiny})
+    assert full.noise == (0.0, 1.0) and set(smoke.noise) < set(full.noise) and smoke.kinds[0] in full.kinds
+    assert [v[:2] for v in full.variants] == [v[:2] for v in smoke.variants]
+    out = tmp_path / "bench"
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        report = suite.run("full", tmp_path / "bench", backend=Backend("ray"))
+        report = ovr.SUITE.run("smoke", out, backend=Backend("ray"))
     finally:
         ray.shutdown()
     text = report.read_text()
-    assert "| expert +N(0,1²) | " in text and "| BCQ |" in text
-    [result] = (tmp_path / "bench").glob("*/*/*/eval.json")
-    stamp = result.stat().st_mtime_ns
-    assert suite.run("full", tmp_path / "bench").read_text() == text and result.stat().st_mtime_ns == stamp
+    assert "| expert +N(0,1²) | " in text and "| expert | " not in text and "BCQ+OVR − BCQ" in text
+    assert (out / "inverted-pendulum.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](profiles.png)" in text and (out / "profiles.png").read_bytes()[:4] == b"\x89PNG"
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["inverted-pendulum/expert +N(0,1²)/BCQ+OVR"]) == 2  # one score per seed
+    config = json.loads((out / "inverted-pendulum" / "expert-noise1" / "BCQ+OVR" / "config.json").read_text())
+    assert config["dataset"]["id"].endswith("+reward_noise(1)") and config["config"]["reward_scale"] > 0
+    stamps = {path: path.stat().st_mtime_ns for path in out.glob("*/*/*/eval.json")}
+    assert len(stamps) == 2
+    assert ovr.run("smoke", out).read_text() == text
+    assert {path: path.stat().st_mtime_ns for path in out.glob("*/*/*/eval.json")} == stamps
+    assert not dataset_path("inverted-pendulum-expert").exists()
+    # generated at the profile's size, and named by it: a resized profile never reads the old file
+    assert (out / "data" / "inverted-pendulum-expert-2000.hdf5").is_file()
